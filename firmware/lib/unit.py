@@ -1,0 +1,224 @@
+# The unit: reads GNSS and the status keys, reports over MQTT, shows the crew whether
+# each press was delivered. One supervisor keeps the link up; every link fault is an
+# OSError (or EOFError from a closed stream) and leads to a reconnect with backoff.
+import asyncio
+import gc
+import random
+import time
+
+import wire
+from clock import Clock
+from feedback import Feedback
+from flashstate import next_boot
+from keys import Keypad
+from mqtt import MQTTClient
+from nmea import NMEADecoder
+
+FIRMWARE_VERSION = "0.1.0"
+LINK_ERRORS = (OSError, EOFError, asyncio.TimeoutError)
+
+
+class Unit:
+    def __init__(self, board, cfg, log=print):
+        self.board = board
+        self.cfg = cfg
+        self.log = log
+        self.unit_id = cfg["unit_id"]
+        self.boot = next_boot()
+        self.seq = 0
+        self.clock = Clock(board.rtc_time)
+        self.gnss = NMEADecoder()
+        self.unsent = []  # status presses not yet taken by the broker: (seq, key, t)
+        self.unacked = {}  # seq -> key, taken by the broker, awaiting the gateway's ack
+        self.wake = asyncio.Event()
+        self.stopping = False
+        self.feedback = Feedback(board, cfg["undelivered_alarm_s"])
+        self.keypad = Keypad(
+            board.key,
+            cfg["status_keys"],
+            cfg["long_press_keys"],
+            self.pressed,
+            cfg["debounce_ms"],
+            cfg["long_press_ms"],
+        )
+        self.client = None
+        self.reports = 0
+
+    def next_seq(self):
+        seq = self.seq
+        self.seq += 1
+        return seq
+
+    def topic(self, kind):
+        return wire.topic(self.unit_id, kind)
+
+    # crew
+    def pressed(self, key, long_press):
+        seq = self.next_seq()
+        self.unsent.append((seq, key, self.clock.now()))
+        self.feedback.pressed(key, seq)
+        self.log("key %d pressed%s: seq %d" % (key, " (long)" if long_press else "", seq))
+        self.wake.set()
+
+    def on_downlink(self, topic, payload):
+        try:
+            _, _, msg = wire.decode(topic, payload)
+        except ValueError as e:
+            self.log("downlink refused: %s" % e)
+            return
+        if msg["_type"] == "ack" and msg["boot"] == self.boot:
+            self.unacked.pop(msg["seq"], None)
+            self.feedback.acked(msg["seq"])
+
+    # GNSS
+    async def gnss_task(self):
+        stream = self.board.gnss_stream()
+        if stream is None:
+            self.log("gnss: no receiver")
+            return
+        buf = bytearray(128)
+        fix = self.gnss.fix
+        while True:
+            n = await stream.readinto(buf)
+            if not n:
+                await asyncio.sleep_ms(100)
+                continue
+            if self.gnss.feed(memoryview(buf)[:n]) and fix.valid:
+                self.clock.set(fix.time, fix.ms)
+
+    async def keys_task(self):
+        while True:
+            self.keypad.poll()
+            self.feedback.check()
+            await asyncio.sleep_ms(10)
+
+    # uplink
+    def _position_payload(self):
+        f = self.gnss.fix
+        if not f.valid:
+            return None
+        return wire.encode_pos(
+            self.boot,
+            self.next_seq(),
+            f.time,
+            f.lat,
+            f.lon,
+            f.speed,
+            f.track,
+            getattr(f, "sats", None),
+            getattr(f, "hdop", None),
+            self.clock.now(),
+        )
+
+    async def _send_statuses(self, client):
+        while self.unsent:
+            seq, key, t = self.unsent[0]
+            payload = wire.encode_json("status", self.boot, seq, key=key, t=t, sent=self.clock.now())
+            await client.publish(self.topic("status"), payload, qos=1)
+            self.unsent.pop(0)
+            self.unacked[seq] = key
+
+    async def sender(self, client):
+        period = self.cfg["report_period_s"] * 1000
+        last = time.ticks_add(time.ticks_ms(), -period)
+        while True:
+            await self._send_statuses(client)
+            if time.ticks_diff(time.ticks_ms(), last) >= period:
+                payload = self._position_payload()
+                if payload:
+                    await client.publish(self.topic("pos"), payload, qos=1)
+                    self.reports += 1
+                last = time.ticks_ms()
+            self.wake.clear()
+            try:
+                await asyncio.wait_for_ms(self.wake.wait(), 200)
+            except asyncio.TimeoutError:
+                pass
+
+    # link
+    def _client(self, birth_seq):
+        will = wire.encode_json("will", self.boot, birth_seq)
+        cfg = self.cfg
+        user = cfg["mqtt_user"] or (self.unit_id if cfg["mqtt_password"] else None)
+        return MQTTClient(
+            self.unit_id,
+            cfg["broker_host"],
+            cfg["broker_port"],
+            user,
+            cfg["mqtt_password"] or None,
+            cfg["keepalive_s"],
+            clean=False,
+            will=(self.topic("conn"), will, 1, True),
+        )
+
+    async def _session(self):
+        birth_seq = self.next_seq()
+        client = self._client(birth_seq)
+        client.on_message = self.on_downlink
+        self.client = client
+        await client.connect()
+        now = self.clock.now()
+        birth = wire.encode_json(
+            "birth",
+            self.boot,
+            birth_seq,
+            t=now,
+            sent=now,
+            fw=FIRMWARE_VERSION,
+            board=self.board.name + "/" + self.board.revision,
+            reset=self.board.reset_cause(),
+        )
+        reader = asyncio.create_task(client.run())
+        await client.publish(self.topic("conn"), birth, qos=1, retain=True)
+        await client.subscribe(self.topic("down"), 1)
+        self.log(
+            "link up: broker %s:%d, session present %s"
+            % (self.cfg["broker_host"], self.cfg["broker_port"], client.session_present)
+        )
+        tasks = [reader, asyncio.create_task(client.keep_alive()), asyncio.create_task(self.sender(client))]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    async def link_task(self):
+        delay = self.cfg["backoff_min_ms"]
+        while not self.stopping:
+            try:
+                await self._session()
+            except LINK_ERRORS as e:
+                self.log("link down: %r" % (e,))
+            if self.client:
+                self.client.close()
+            if self.stopping:
+                break
+            await asyncio.sleep_ms(delay // 2 + random.getrandbits(16) % (delay // 2 + 1))
+            delay = min(delay * 2, self.cfg["backoff_max_ms"])
+            gc.collect()
+
+    def shutdown(self):
+        self.stopping = True
+        asyncio.create_task(self._bye())
+
+    async def _bye(self):
+        client = self.client
+        if client is not None:
+            now = self.clock.now()
+            try:
+                payload = wire.encode_json("bye", self.boot, self.next_seq(), t=now, sent=now)
+                await client.publish(self.topic("conn"), payload, qos=1, retain=True, timeout_ms=2000)
+                await client.disconnect()
+            except LINK_ERRORS:
+                pass
+        self.log("shut down")
+        raise SystemExit(0)
+
+    async def run(self):
+        self.log("unit %s boot %d" % (self.unit_id, self.boot))
+        asyncio.create_task(self.gnss_task())
+        asyncio.create_task(self.keys_task())
+        asyncio.create_task(self.board.run(self))
+        await self.link_task()
+        while True:
+            await asyncio.sleep(1)

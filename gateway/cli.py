@@ -1,0 +1,170 @@
+"""`siaga`: one command line for the gateway, the simulators and the demo.
+
+Errors leave as one line on stderr and exit code 2 (1 for a failed check).
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from . import config
+from .errors import SiagaError
+
+
+def api_url(args):
+    return (
+        args.api
+        or os.environ.get("SIAGA_API")
+        or f"http://127.0.0.1:{os.environ.get('SIAGA_HTTP_PORT', '8080')}"
+    ).rstrip("/")
+
+
+def http_json(url, data=None, method=None):
+    req = urllib.request.Request(
+        url,
+        data=None if data is None else json.dumps(data).encode(),
+        headers={"Content-Type": "application/json"},
+        method=method,
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.load(resp)
+    except urllib.error.HTTPError as e:
+        try:
+            body = json.load(e)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            body = e.reason
+        raise SiagaError(f"{url}: {e.code} {body}") from None
+    except urllib.error.URLError as e:
+        raise SiagaError(f"cannot reach the gateway at {url}: {e.reason}") from None
+
+
+WIB = 7 * 3600
+
+
+def wib(ts):
+    return "-" if ts is None else time.strftime("%H:%M:%S WIB", time.gmtime(ts + WIB))
+
+
+def print_units(units):
+    print(
+        f"{'UNIT':<8} {'CALLSIGN':<12} {'KIND':<10} {'AVAILABILITY':<14} {'STATUS':<22} "
+        f"{'POSITION':<22} {'FIX':<13} LAST SEEN"
+    )
+    for u in units:
+        st = u["status"]
+        status = f"{st['key']} {st['label']}" if st else "-"
+        pos = u["position"]
+        where = f"{pos['lat']:.5f},{pos['lon']:.5f}" if pos else "-"
+        print(
+            f"{u['unit_id']:<8} {u['callsign'] or '-':<12.12} {u['kind']:<10} {u['availability']:<14} "
+            f"{status:<22.22} {where:<22} {wib(pos and pos['fix_time']):<13} {wib(u['last_seen'])}"
+        )
+
+
+def cmd_gateway(args):
+    from .service import Gateway
+
+    settings = config.resolve(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    Gateway(settings).run()
+
+
+def cmd_units(args):
+    units = http_json(api_url(args) + "/api/v1/units")
+    if args.json:
+        print(json.dumps(units, indent=1))
+    else:
+        print_units(units)
+
+
+def cmd_unit(args):
+    print(json.dumps(http_json(f"{api_url(args)}/api/v1/units/{args.unit_id}"), indent=1))
+
+
+def cmd_register(args):
+    body = {
+        "unit_id": args.unit_id,
+        "kind": args.kind,
+        "callsign": args.callsign or args.unit_id.upper(),
+        "agency": args.agency,
+    }
+    print(json.dumps(http_json(api_url(args) + "/api/v1/units", body, "POST"), indent=1))
+
+
+def cmd_decode(args):
+    from . import protocol
+
+    payload = bytes.fromhex(args.payload) if not args.text else args.payload.encode()
+    msg = protocol.decode(args.topic, payload)
+    print(
+        json.dumps(
+            {
+                "unit": msg.unit,
+                "kind": msg.kind,
+                **msg.body,
+                **({"records": msg.records} if msg.records else {}),
+            },
+            indent=1,
+        )
+    )
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="siaga", description="Siaga: field-unit tracker for 112 centres.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("gateway", help="run the gateway (MQTT ingest, storage, HTTP API)")
+    config.add_flags(g)
+    g.set_defaults(func=cmd_gateway)
+
+    for name, func, helptext in (
+        ("units", cmd_units, "print the gateway's unit table"),
+        ("unit", cmd_unit, "print one unit as JSON"),
+    ):
+        u = sub.add_parser(name, help=helptext)
+        if name == "unit":
+            u.add_argument("unit_id")
+        else:
+            u.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        u.add_argument("--api", help="gateway URL [env SIAGA_API, default http://127.0.0.1:$SIAGA_HTTP_PORT]")
+        u.set_defaults(func=func)
+
+    r = sub.add_parser("register", help="add or update a unit in the gateway's registry")
+    r.add_argument("unit_id")
+    r.add_argument("--kind", default="ambulance", help="ambulance, fire_truck, rescue, police, other")
+    r.add_argument("--callsign")
+    r.add_argument("--agency", default="")
+    r.add_argument("--api", help="gateway URL")
+    r.set_defaults(func=cmd_register)
+
+    d = sub.add_parser("decode", help="decode a captured payload (hex, or --text for JSON)")
+    d.add_argument("topic")
+    d.add_argument("payload")
+    d.add_argument("--text", action="store_true", help="the payload is text, not hex")
+    d.set_defaults(func=cmd_decode)
+
+    from simulators import cli as sim_cli
+
+    sim_cli.add_commands(sub)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except SiagaError as e:
+        print(f"siaga: {e.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

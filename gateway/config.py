@@ -1,0 +1,103 @@
+"""Gateway settings, in one table. Precedence: default < file < environment < flag.
+Secrets (the MQTT password) come from the file or the environment, never a flag.
+"""
+
+import os
+import tomllib
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: object
+    env: str
+    flag: str | None
+    help: str
+    kind: type = str
+
+
+SETTINGS = (
+    Setting("mqtt", "127.0.0.1:1883", "SIAGA_MQTT", "--mqtt", "broker address HOST:PORT"),
+    Setting("mqtt_user", "", "SIAGA_MQTT_USER", "--mqtt-user", "MQTT user name of the gateway"),
+    Setting("mqtt_password", "", "SIAGA_MQTT_PASSWORD", None, "MQTT password (file or environment only)"),
+    Setting("http_host", "127.0.0.1", "SIAGA_HTTP_HOST", "--http-host", "address the HTTP API listens on"),
+    Setting("http", 8080, "SIAGA_HTTP_PORT", "--http", "HTTP port of the API and map", int),
+    Setting("data", "var", "SIAGA_DATA_DIR", "--data", "folder for the database"),
+    Setting(
+        "offline_after",
+        300.0,
+        "SIAGA_OFFLINE_AFTER",
+        "--offline-after",
+        "seconds without any message before a unit is offline",
+        float,
+    ),
+    Setting(
+        "position_stale_after",
+        180.0,
+        "SIAGA_POSITION_STALE_AFTER",
+        "--position-stale-after",
+        "seconds after its fix time before a position is marked stale",
+        float,
+    ),
+    Setting(
+        "status_scheme",
+        "",
+        "SIAGA_STATUS_SCHEME",
+        "--status-scheme",
+        "JSON file with the agency's status scheme (default: the built-in FMS scheme)",
+    ),
+)
+
+
+def add_flags(parser):
+    parser.add_argument("--config", help="TOML file with gateway settings (keys as in the README)")
+    for s in SETTINGS:
+        if s.flag:
+            parser.add_argument(s.flag, dest=s.name, default=None, help=f"{s.help} [env {s.env}]")
+
+
+def _convert(setting, value, source):
+    try:
+        return setting.kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{setting.name} from {source}: {value!r} is not a {setting.kind.__name__}"
+        ) from None
+
+
+def resolve(args=None, environ=None):
+    """Settings as a dict, each from the strongest source that sets it."""
+    environ = os.environ if environ is None else environ
+    file_values = {}
+    path = getattr(args, "config", None)
+    if path:
+        try:
+            with open(path, "rb") as f:
+                file_values = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"config file {path}: {e}") from None
+    out = {}
+    for s in SETTINGS:
+        value, source = s.default, "default"
+        if s.name in file_values:
+            value, source = file_values[s.name], path
+        if s.env in environ:
+            value, source = environ[s.env], s.env
+        flag_value = getattr(args, s.name, None)
+        if flag_value is not None:
+            value, source = flag_value, s.flag
+        out[s.name] = _convert(s, value, source)
+    return out
+
+
+def host_port(value, default_port):
+    host, _, port = value.rpartition(":")
+    if not host:
+        return value, default_port
+    try:
+        return host, int(port)
+    except ValueError:
+        raise ConfigError(f"{value!r} is not HOST:PORT") from None

@@ -1,0 +1,106 @@
+"""MQTT ingest with paho-mqtt: a persistent session, QoS 1, and acknowledgement to the
+broker only after the batch that stores a message has committed (manual_ack).
+
+paho's network thread only queues messages; one worker thread takes them in batches
+(group commit), runs the pipeline, then acknowledges and sends downlinks.
+"""
+
+import logging
+import queue
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+from .pipeline import Incoming
+
+log = logging.getLogger("siaga.ingest")
+
+SUBSCRIPTIONS = [("siaga/+/pos", 1), ("siaga/+/status", 1), ("siaga/+/conn", 1)]
+BATCH_MAX = 500
+TICK_S = 1.0
+
+
+class Ingest:
+    def __init__(
+        self, pipeline, host, port, client_id="siaga-gateway", username=None, password=None, clock=time.time
+    ):
+        self.pipeline = pipeline
+        self.host, self.port = host, port
+        self.clock = clock
+        self.inbox = queue.Queue()
+        self.connected = threading.Event()
+        self.stopping = threading.Event()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, manual_ack=True
+        )
+        self.client.max_queued_messages_set(0)
+        self.client.max_inflight_messages_set(100)
+        if username:
+            self.client.username_pw_set(username, password)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.5, 10)
+        self.worker = threading.Thread(target=self._work, name="siaga-ingest", daemon=True)
+
+    def start(self):
+        self.client.connect_async(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+        self.worker.start()
+
+    def stop(self):
+        self.stopping.set()
+        self.worker.join(timeout=5)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client, userdata, flags, reason, props):
+        if reason.is_failure:
+            log.error("broker %s:%s refused the connection: %s", self.host, self.port, reason)
+            return
+        log.info("connected to %s:%s (session present: %s)", self.host, self.port, flags.session_present)
+        client.subscribe(SUBSCRIPTIONS)
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason, props):
+        self.connected.clear()
+        if not self.stopping.is_set():
+            log.warning("lost the broker (%s); reconnecting", reason)
+
+    def _on_message(self, client, userdata, msg):
+        self.inbox.put(Incoming(msg.topic, msg.payload, self.clock(), msg.mid, msg.qos))
+
+    def _batch(self, timeout):
+        try:
+            items = [self.inbox.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while len(items) < BATCH_MAX:
+            try:
+                items.append(self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _work(self):
+        next_tick = self.clock() + TICK_S
+        while not self.stopping.is_set():
+            items = self._batch(max(0.0, next_tick - self.clock()))
+            if items:
+                self._handle(items)
+            if self.clock() >= next_tick:
+                self.pipeline.tick(self.clock())
+                next_tick = self.clock() + TICK_S
+
+    def _handle(self, items):
+        try:
+            out = self.pipeline.handle(items, self.clock())
+        except Exception:
+            log.exception("batch of %d messages failed; not acknowledged", len(items))
+            return
+        for item in items:
+            if item.qos:
+                self.client.ack(item.mid, item.qos)
+        for topic, payload in out.downlinks:
+            self.client.publish(topic, payload, qos=1)

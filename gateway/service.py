@@ -1,0 +1,59 @@
+"""The gateway process: storage, pipeline, MQTT ingest and the HTTP server together."""
+
+import logging
+import time
+from pathlib import Path
+
+import uvicorn
+
+from .api import create_app
+from .availability import Limits
+from .config import host_port
+from .ingest import Ingest
+from .pipeline import Pipeline
+from .statuses import StatusScheme
+from .store import Store
+from .stream import Hub
+
+log = logging.getLogger("siaga.gateway")
+
+
+class Gateway:
+    def __init__(self, settings, clock=time.time):
+        self.settings = settings
+        self.clock = clock
+        self.store = Store(Path(settings["data"]) / "siaga.db")
+        scheme = StatusScheme.load(settings["status_scheme"]) if settings["status_scheme"] else StatusScheme()
+        limits = Limits(settings["offline_after"], settings["position_stale_after"])
+        self.hub = Hub()
+        self.pipeline = Pipeline(self.store, scheme, limits, on_change=self._changed)
+        host, port = host_port(settings["mqtt"], 1883)
+        self.ingest = Ingest(
+            self.pipeline,
+            host,
+            port,
+            username=settings["mqtt_user"] or None,
+            password=settings["mqtt_password"] or None,
+            clock=clock,
+        )
+        self.app = create_app(self)
+
+    def _changed(self, view):
+        row = self.pipeline.registry.get(view["unit_id"], {})
+        self.hub.publish({"callsign": row.get("callsign"), "kind": row.get("kind"), **view})
+
+    def run(self):
+        self.ingest.start()
+        config = uvicorn.Config(
+            self.app,
+            host=self.settings["http_host"],
+            port=self.settings["http"],
+            log_level="warning",
+            lifespan="off",
+        )
+        server = uvicorn.Server(config)
+        log.info("HTTP API on http://%s:%s/api/v1/units", self.settings["http_host"], self.settings["http"])
+        try:
+            server.run()
+        finally:
+            self.ingest.stop()

@@ -1,0 +1,46 @@
+"""Fan-out of unit changes to live-stream subscribers (Server-Sent Events).
+
+The ingest worker thread publishes; each subscriber is an asyncio queue on the HTTP
+server's event loop. A subscriber that falls too far behind loses its oldest events and
+is told how many (`dropped`), never blocks ingest.
+"""
+
+import asyncio
+import threading
+
+QUEUE_MAX = 1000
+
+
+class Subscriber:
+    def __init__(self, loop):
+        self.loop = loop
+        self.queue = asyncio.Queue(QUEUE_MAX)
+        self.dropped = 0
+
+    def offer(self, event):
+        if self.queue.full():
+            self.queue.get_nowait()
+            self.dropped += 1
+        self.queue.put_nowait(event)
+
+
+class Hub:
+    def __init__(self):
+        self._subs = set()
+        self._lock = threading.Lock()
+
+    def subscribe(self):
+        sub = Subscriber(asyncio.get_running_loop())
+        with self._lock:
+            self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub):
+        with self._lock:
+            self._subs.discard(sub)
+
+    def publish(self, event):
+        with self._lock:
+            subs = list(self._subs)
+        for sub in subs:
+            sub.loop.call_soon_threadsafe(sub.offer, event)

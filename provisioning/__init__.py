@@ -1,0 +1,1 @@
+"""Setting up the infrastructure and the units: the broker, later credentials and images."""

@@ -1,0 +1,1 @@
+"""Simulated hardware and crews: GNSS routes as NMEA bytes, virtual units, fleets."""

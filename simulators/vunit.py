@@ -1,0 +1,275 @@
+"""A virtual unit: the real firmware in the MicroPython unix port, with its hardware
+simulated over pseudo-terminals that speak the real protocols.
+
+    route ──> Receiver ──NMEA bytes──> gnss pty ──> firmware (boards/virtual.py)
+    press ──> "K 3 1" / "K 3 0" ─────> panel pty <──> "L 3 blink", "B 1" ──> leds, buzzer
+
+A control socket (<sim dir>/<unit>.sock, JSON lines) lets `siaga sim press` and tests
+press keys and read the LEDs. The unit's flash is a folder: config.json, boot counter.
+Killing the process with SIGKILL is a power cut (the firmware dies with it); starting it
+again is a reboot.
+"""
+
+import ctypes
+import json
+import logging
+import os
+import pty
+import random
+import signal
+import socket
+import subprocess
+import sys
+import termios
+import threading
+import time
+import tty
+from pathlib import Path
+
+from .nmea import Receiver
+from .route import Mover
+
+log = logging.getLogger("siaga.sim")
+
+REPO = Path(__file__).resolve().parent.parent
+FIRMWARE = REPO / "firmware"
+HEAP = "128K"
+PR_SET_PDEATHSIG = 1
+
+
+def micropython_bin():
+    path = Path(sys.executable).parent / "micropython"
+    return str(path) if path.exists() else "micropython"
+
+
+def _die_with_parent():
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _pty():
+    """A raw pty whose reads return what is there (VMIN=0, VTIME=0), like a UART
+    read with timeout 0 on the board: an asyncio reader never blocks the unit."""
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    attrs = termios.tcgetattr(slave)
+    attrs[6][termios.VMIN] = 0
+    attrs[6][termios.VTIME] = 0
+    termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    return master, slave, os.ttyname(slave)
+
+
+class VirtualUnit:
+    def __init__(
+        self,
+        unit_id,
+        flash,
+        sim_dir,
+        broker=("127.0.0.1", 1883),
+        heap=HEAP,
+        start_xy=(0.0, 0.0),
+        seed=None,
+        config=None,
+        echo=False,
+    ):
+        self.unit_id = unit_id
+        self.flash = Path(flash)
+        self.sim_dir = Path(sim_dir)
+        self.broker = broker
+        self.heap = heap
+        self.config = dict(config or {})
+        self.echo = echo
+        self.rng = random.Random(seed)
+        self.mover = Mover(*start_xy, t=time.time(), rng=self.rng)
+        self.receiver = Receiver(seed=seed)
+        self.leds = {}
+        self.buzzer = False
+        self.panel_log = []
+        self.lines = []  # the firmware's console output
+        self.proc = None
+        self._stop = threading.Event()
+        self._panel_lock = threading.Lock()
+
+    @property
+    def control_path(self):
+        return self.sim_dir / f"{self.unit_id}.sock"
+
+    def write_config(self):
+        """What provisioning writes to a real unit's flash (here: broker and identity)."""
+        self.flash.mkdir(parents=True, exist_ok=True)
+        path = self.flash / "config.json"
+        cfg = json.loads(path.read_text()) if path.exists() else {}
+        cfg.update(self.config, unit_id=self.unit_id, broker_host=self.broker[0], broker_port=self.broker[1])
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cfg, indent=1))
+        tmp.replace(path)
+
+    def start(self):
+        self.write_config()
+        self.sim_dir.mkdir(parents=True, exist_ok=True)
+        # The slave ends stay open here too: a pty whose slave is closed reads EIO.
+        self.gnss_fd, self._gnss_slave, gnss_path = _pty()
+        self.panel_fd, self._panel_slave, panel_path = _pty()
+        env = dict(
+            os.environ,
+            MICROPYPATH=f".frozen:{FIRMWARE}:{FIRMWARE / 'lib'}",
+            SIAGA_VBOARD=f"gnss={gnss_path},panel={panel_path}",
+        )
+        self.proc = subprocess.Popen(
+            [micropython_bin(), "-X", f"heapsize={self.heap}", str(FIRMWARE / "main.py")],
+            cwd=self.flash,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        for target in (self._feed_gnss, self._read_panel, self._read_console, self._serve_control):
+            threading.Thread(target=target, daemon=True, name=f"{self.unit_id}-{target.__name__}").start()
+        return self
+
+    # simulated hardware
+    def _feed_gnss(self):
+        while not self._stop.is_set():
+            self.mover.t = time.time() - 1.0  # the receiver's clock is the wall clock
+            sample = self.mover.step(1.0)
+            try:
+                os.write(self.gnss_fd, self.receiver.encode(sample))
+            except OSError:
+                return
+            self._stop.wait(1.0 - time.time() % 1.0)
+
+    def _panel_event(self, line):
+        parts = line.split()
+        with self._panel_lock:
+            self.panel_log.append((time.time(), line))
+            if len(parts) == 3 and parts[0] == "L":
+                self.leds[int(parts[1])] = parts[2]
+            elif len(parts) == 2 and parts[0] == "B":
+                self.buzzer = parts[1] == "1"
+
+    def _read_panel(self):
+        buf = b""
+        while not self._stop.is_set():
+            try:
+                chunk = os.read(self.panel_fd, 256)
+            except OSError:
+                return
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                self._panel_event(line.decode(errors="replace").strip())
+
+    def _read_console(self):
+        for raw in self.proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            self.lines.append(line)
+            del self.lines[:-500]
+            if self.echo:
+                print(f"[{self.unit_id}] {line}", flush=True)
+
+    def _panel_write(self, text):
+        os.write(self.panel_fd, text.encode())
+
+    def press(self, key, long_press=False, hold_s=None):
+        """Press a status key like a crew: with contact bounce, held, released."""
+        hold = hold_s if hold_s is not None else (2.6 if long_press else 0.15)
+        self._panel_write(f"K {key} 1\nK {key} 0\nK {key} 1\n")  # bounce
+        time.sleep(hold)
+        self._panel_write(f"K {key} 0\n")
+
+    def power_off(self):
+        """Ignition off: the firmware says goodbye and exits."""
+        self._panel_write("P 0\n")
+
+    def state(self):
+        with self._panel_lock:
+            return {
+                "unit_id": self.unit_id,
+                "leds": {str(k): v for k, v in self.leds.items()},
+                "buzzer": self.buzzer,
+                "running": self.running,
+                "position": {"x": self.mover.x, "y": self.mover.y},
+            }
+
+    @property
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    # control socket
+    def _command(self, req):
+        cmd = req.get("cmd")
+        if cmd == "press":
+            self.press(int(req["key"]), bool(req.get("long")))
+            return {"ok": True}
+        if cmd == "state":
+            return dict(self.state(), console=self.lines[-int(req.get("lines", 20)) :])
+        if cmd == "gnss":
+            self.receiver.fix = bool(req.get("fix", True))
+            return {"ok": True}
+        return {"error": f"unknown command {cmd!r}"}
+
+    def _client(self, conn):
+        with conn, conn.makefile("rwb") as f:
+            for raw in f:
+                try:
+                    reply = self._command(json.loads(raw))
+                except (ValueError, KeyError, TypeError) as e:
+                    reply = {"error": str(e)}
+                f.write(json.dumps(reply).encode() + b"\n")
+                f.flush()
+
+    def _serve_control(self):
+        path = self.control_path
+        path.unlink(missing_ok=True)
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(str(path))
+        self._control_inode = path.stat().st_ino
+        srv.listen(4)
+        srv.settimeout(0.5)
+        while not self._stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
+        srv.close()
+
+    def stop(self, clean=True, timeout=5):
+        if self.running and clean:
+            try:
+                self.power_off()
+                self.proc.wait(timeout)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        if self.running:
+            self.proc.kill()
+        if self.proc:
+            self.proc.wait()
+        self._stop.set()
+        for fd in (self.gnss_fd, self.panel_fd, self._gnss_slave, self._panel_slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:  # a restarted unit may already own the path: remove only our own socket
+            if self.control_path.stat().st_ino == getattr(self, "_control_inode", None):
+                self.control_path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def kill(self):
+        """A power cut: the firmware stops at once, mid-write or not."""
+        self.stop(clean=False)
+
+
+def control(sim_dir, unit_id, request, timeout=10):
+    """Send one request to a running virtual unit's control socket."""
+    path = Path(sim_dir) / f"{unit_id}.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(str(path))
+        except OSError:
+            raise ConnectionError(f"no virtual unit {unit_id!r} is running (no {path})") from None
+        s.sendall(json.dumps(request).encode() + b"\n")
+        return json.loads(s.makefile("rb").readline())

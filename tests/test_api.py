@@ -1,0 +1,22 @@
+"""HTTP API edges: one JSON error body, OpenAPI published, registration validated."""
+
+
+def test_errors_have_one_json_body(gateway):
+    status, body = gateway.get("/api/v1/units/nobody")
+    assert status == 404 and body["error"]["code"] == "not_found" and "nobody" in body["error"]["message"]
+    status, body = gateway.get("/api/v1/nothing-here")
+    assert status == 404 and body["error"]["code"] == "not_found"
+    status, body = gateway.request("POST", "/api/v1/units", {"unit_id": "Bad Id!"})
+    assert status == 400 and body["error"]["code"] == "bad_request" and "unit_id" in body["error"]["message"]
+    status, body = gateway.request("POST", "/api/v1/units", {"unit_id": "amb-77", "kind": "spaceship"})
+    assert status == 400 and "kind must be one of" in body["error"]["message"]
+
+
+def test_openapi_is_published(gateway):
+    status, spec = gateway.get("/api/v1/openapi.json")
+    assert status == 200 and "/api/v1/units" in spec["paths"] and "/api/v1/health" in spec["paths"]
+
+
+def test_health(gateway):
+    status, body = gateway.get("/api/v1/health")
+    assert status == 200 and body["status"] == "ok" and body["mqtt_connected"] is True

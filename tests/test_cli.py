@@ -1,0 +1,75 @@
+"""The `siaga` command line: help for every command, the docs name every command, and
+the unit table against a running gateway."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import build_parser
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def commands():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        nested = [a for a in p._actions if a.dest == "sim_command"]
+        if nested:
+            for sname in nested[0].choices:
+                yield f"{name} {sname}"
+        else:
+            yield name
+
+
+def siaga(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("command", list(commands()))
+def test_every_command_has_help_and_is_in_the_readme(command):
+    run = siaga(*command.split(), "--help")
+    assert run.returncode == 0 and "usage: siaga" in run.stdout
+    readme = (REPO / "README.md").read_text()
+    assert f"siaga {command}" in readme, f"README.md does not mention `siaga {command}`"
+
+
+def test_units_table(gateway, unit_id):
+    gateway.register(unit_id, kind="fire_truck")
+    run = siaga("units", "--api", gateway.url)
+    assert run.returncode == 0, run.stderr
+    line = [x for x in run.stdout.splitlines() if x.startswith(unit_id)][0]
+    assert re.search(r"fire_truck\s+offline", line)
+
+
+def test_unknown_unit_is_a_clear_error(gateway):
+    run = siaga("unit", "nope-1", "--api", gateway.url)
+    assert run.returncode == 2 and "no unit 'nope-1' is registered" in run.stderr
+
+
+def test_unreachable_gateway_is_a_clear_error():
+    run = siaga("units", "--api", "http://127.0.0.1:9")
+    assert run.returncode == 2 and "cannot reach the gateway" in run.stderr
+
+
+def test_press_on_a_unit_that_is_not_running(tmp_path):
+    run = siaga("sim", "press", "amb-99", "3", "--data", str(tmp_path))
+    assert run.returncode == 2 and "no virtual unit 'amb-99' is running" in run.stderr
+
+
+def test_decode_a_captured_position_for_a_technician():
+    hexpayload = "500003000000116b0ab0acfeaeba6543e6fb0404d26a0e09096b0ab0ad"
+    run = siaga("decode", "siaga/amb-01/pos", hexpayload)
+    assert run.returncode == 0 and '"lat": -2.2103451' in run.stdout
+    bad = siaga("decode", "siaga/amb-01/pos", "dead")
+    assert bad.returncode == 2 and "not a multiple of 29" in bad.stderr

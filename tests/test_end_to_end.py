@@ -1,0 +1,98 @@
+"""A crew's press travels the whole chain on real parts: the firmware in MicroPython,
+Mosquitto, the gateway process, its HTTP API; and back: the gateway's ack lights the
+key's LED steady."""
+
+import json
+import sqlite3
+
+from conftest import wait_until
+
+
+def test_press_reaches_the_dispatcher_and_the_crew_sees_it_delivered(gateway, vunits, unit_id):
+    gateway.register(unit_id, kind="ambulance")
+    unit = vunits(unit_id)
+    wait_until(lambda: gateway.unit(unit_id)["link"] == "online", what="the unit's birth")
+    wait_until(lambda: gateway.unit(unit_id)["position"], what="a first position")
+
+    unit.press(3)
+    u = wait_until(lambda: (lambda u: u["status"] and u)(gateway.unit(unit_id)), what="the press")
+    assert u["status"]["key"] == 3 and u["status"]["label"] == "Menuju lokasi"
+    assert u["availability"] == "busy"
+    wait_until(lambda: unit.state()["leds"].get("3") == "on", what="LED 3 steady (acknowledged)")
+
+    unit.press(0, long_press=True)
+    wait_until(lambda: gateway.unit(unit_id)["availability"] == "emergency", what="the emergency")
+    wait_until(lambda: unit.state()["leds"].get("0") == "on", what="LED 0 steady")
+    assert unit.state()["leds"]["3"] == "off"
+
+    status, units = gateway.get("/api/v1/units")
+    mine = [x for x in units if x["unit_id"] == unit_id][0]
+    for field in ("unit_id", "kind", "availability", "status", "position", "last_seen"):
+        assert field in mine
+    for field in ("lat", "lon", "speed", "heading", "fix_time"):
+        assert field in mine["position"]
+    assert abs(mine["position"]["lat"] - -2.21) < 0.05 and abs(mine["position"]["lon"] - 113.915) < 0.05
+
+    history = gateway.get(f"/api/v1/units/{unit_id}/statuses")[1]
+    assert [h["key"] for h in history] == [0, 3]
+    assert all(h["source"] == "crew" for h in history)
+
+
+def test_a_short_press_on_the_emergency_key_does_nothing(gateway, vunits, unit_id):
+    gateway.register(unit_id)
+    unit = vunits(unit_id)
+    wait_until(lambda: gateway.unit(unit_id)["link"] == "online", what="the unit's birth")
+    unit.press(0)  # a brush, not a long press
+    unit.press(2)
+    wait_until(lambda: gateway.unit(unit_id)["status"], what="the press")
+    assert gateway.unit(unit_id)["availability"] == "available"
+    assert [h["key"] for h in gateway.get(f"/api/v1/units/{unit_id}/statuses")[1]] == [2]
+
+
+def test_ignition_off_is_a_clean_shutdown_and_a_power_cut_is_a_lost_link(gateway, vunits, unit_id):
+    gateway.register(unit_id)
+    unit = vunits(unit_id)
+    wait_until(lambda: gateway.unit(unit_id)["link"] == "online", what="the unit's birth")
+    unit.power_off()
+    wait_until(lambda: gateway.unit(unit_id)["link"] == "shutdown", what="the goodbye")
+    assert gateway.unit(unit_id)["availability"] == "offline"
+    unit.stop()
+
+    unit = vunits(unit_id)  # a reboot: boot counter +1, a new birth
+    wait_until(lambda: gateway.unit(unit_id)["link"] == "online", what="the birth after reboot")
+    unit.kill()  # power cut: the broker sends the last will after the keepalive runs out
+    wait_until(lambda: gateway.unit(unit_id)["link"] == "lost", timeout=60, what="the last will")
+
+
+def test_garbage_is_refused_counted_and_kept_and_the_gateway_goes_on(gateway, vunits, unit_id, mqtt_client):
+    gateway.register(unit_id)
+    before = gateway.get("/api/v1/health")[1]["refused"]
+    for topic, payload in (
+        (f"siaga/{unit_id}/pos", b"\xde\xad\xbe\xef"),
+        (f"siaga/{unit_id}/status", b"{not json"),
+        (
+            "siaga/zz-unknown/status",
+            json.dumps(
+                {"_type": "status", "boot": 1, "seq": 1, "key": 3, "t": 1795862700, "sent": 1795862700}
+            ).encode(),
+        ),
+    ):
+        mqtt_client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    def counted():
+        refused = gateway.get("/api/v1/health")[1]["refused"]
+        return all(refused.get(k, 0) > before.get(k, 0) for k in ("bad_length", "bad_json", "unknown_unit"))
+
+    wait_until(counted, what="three refusals counted")
+    with sqlite3.connect(gateway.data_dir / "siaga.db") as db:
+        kept = db.execute(
+            "select reason, payload from quarantine where topic = ?", (f"siaga/{unit_id}/pos",)
+        ).fetchall()
+    assert kept == [("bad_length", b"\xde\xad\xbe\xef")]
+    assert gateway.get("/api/v1/units/zz-unknown")[0] == 404
+    assert gateway.unit(unit_id)["status"] is None
+
+    unit = vunits(unit_id)  # and the gateway still works
+    wait_until(lambda: gateway.unit(unit_id)["link"] == "online", what="the unit's birth")
+    unit.press(1)
+    wait_until(lambda: gateway.unit(unit_id)["availability"] == "available", what="the press")
