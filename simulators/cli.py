@@ -8,7 +8,8 @@ from pathlib import Path
 from gateway.errors import SiagaError
 
 from . import vunit
-from .fleet import Fleet, demo_specs, register
+from .fleet import Fleet, Patrol, demo_specs, register
+from .geo import CENTRE, to_xy
 
 
 def data_dir(args):
@@ -32,6 +33,14 @@ def wait_for_signal():
     done.wait()
 
 
+def start_xy(value):
+    try:
+        lat, lon = (float(v) for v in value.split(","))
+    except ValueError:
+        raise SiagaError(f"--start {value!r}: expected LAT,LON such as -2.21,113.92") from None
+    return to_xy(lat, lon)
+
+
 def cmd_unit(args):
     root = data_dir(args)
     unit = vunit.VirtualUnit(
@@ -40,11 +49,14 @@ def cmd_unit(args):
         root / "sim",
         broker(args),
         heap=args.heap,
+        start_xy=start_xy(args.start),
         echo=True,
     ).start()
+    if args.route == "patrol":
+        Patrol(unit, unit.rng).start()
     print(
         f"virtual unit {args.unit_id}: flash {unit.flash}, broker {unit.broker[0]}:{unit.broker[1]}, "
-        f"control {unit.control_path}",
+        f"route {args.route}, control {unit.control_path}",
         flush=True,
     )
     try:
@@ -108,6 +120,15 @@ def add_commands(sub):
     u.add_argument("--flash", help="the unit's flash folder [default DATA/flash/UNIT_ID]")
     u.add_argument("--broker", help="MQTT broker HOST:PORT [env SIAGA_MQTT]")
     u.add_argument("--heap", default=vunit.HEAP, help="MicroPython heap size [default %(default)s]")
+    u.add_argument(
+        "--route",
+        choices=("patrol", "still"),
+        default="patrol",
+        help="patrol: drive between random places in the city; still: parked [default patrol]",
+    )
+    u.add_argument(
+        "--start", default=",".join(map(str, CENTRE)), help="start position LAT,LON [default: the centre]"
+    )
     u.set_defaults(func=cmd_unit)
 
     f = common(ssub.add_parser("fleet", help="run the demo fleet (ambulances and fire trucks)"))

@@ -125,6 +125,25 @@ class Crew(threading.Thread):
         return False
 
 
+class Patrol(threading.Thread):
+    """Drives a unit between random places of the city, with stops, until it stops."""
+
+    def __init__(self, unit, rng, radius_m=3000):
+        super().__init__(daemon=True, name=f"patrol-{unit.unit_id}")
+        self.unit, self.rng, self.radius = unit, rng, radius_m
+
+    def run(self):
+        mover = self.unit.mover
+        while not self.unit.stopped.wait(1):
+            if mover.arrived:
+                mover.wait(self.rng.uniform(10, 60))
+                mover.drive_to(
+                    self.rng.uniform(-self.radius, self.radius),
+                    self.rng.uniform(-self.radius, self.radius),
+                    cruise=self.rng.uniform(10, 16),
+                )
+
+
 def register(api, spec):
     req = urllib.request.Request(
         f"{api}/api/v1/units",

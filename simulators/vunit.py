@@ -86,7 +86,7 @@ class VirtualUnit:
         self.panel_log = []
         self.lines = []  # the firmware's console output
         self.proc = None
-        self._stop = threading.Event()
+        self.stopped = threading.Event()
         self._panel_lock = threading.Lock()
 
     @property
@@ -129,14 +129,14 @@ class VirtualUnit:
 
     # simulated hardware
     def _feed_gnss(self):
-        while not self._stop.is_set():
+        while not self.stopped.is_set():
             self.mover.t = time.time() - 1.0  # the receiver's clock is the wall clock
             sample = self.mover.step(1.0)
             try:
                 os.write(self.gnss_fd, self.receiver.encode(sample))
             except OSError:
                 return
-            self._stop.wait(1.0 - time.time() % 1.0)
+            self.stopped.wait(1.0 - time.time() % 1.0)
 
     def _panel_event(self, line):
         parts = line.split()
@@ -149,7 +149,7 @@ class VirtualUnit:
 
     def _read_panel(self):
         buf = b""
-        while not self._stop.is_set():
+        while not self.stopped.is_set():
             try:
                 chunk = os.read(self.panel_fd, 256)
             except OSError:
@@ -226,7 +226,7 @@ class VirtualUnit:
         self._control_inode = path.stat().st_ino
         srv.listen(4)
         srv.settimeout(0.5)
-        while not self._stop.is_set():
+        while not self.stopped.is_set():
             try:
                 conn, _ = srv.accept()
             except TimeoutError:
@@ -245,7 +245,7 @@ class VirtualUnit:
             self.proc.kill()
         if self.proc:
             self.proc.wait()
-        self._stop.set()
+        self.stopped.set()
         for fd in (self.gnss_fd, self.panel_fd, self._gnss_slave, self._panel_slave):
             try:
                 os.close(fd)

@@ -3,6 +3,9 @@
 # keeps running on the last good layer; it never boots into a dead state.
 import json
 
+import fixfilter
+import reporter
+
 # key: (default, meaning)
 DEFAULTS = {
     "unit_id": ("unprovisioned", "unit id, also the MQTT client id and user name"),
@@ -11,7 +14,6 @@ DEFAULTS = {
     "mqtt_user": ("", "MQTT user name (empty: the unit id when a password is set)"),
     "mqtt_password": ("", "MQTT password"),
     "keepalive_s": (30, "MQTT keepalive, seconds"),
-    "report_period_s": (5, "position report period while a fix is valid, seconds"),
     "status_keys": ([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "status keys fitted on the panel"),
     "long_press_keys": ([0], "keys that act only on a long press (the emergency key)"),
     "debounce_ms": (50, "a key must be stable this long to count"),
@@ -20,6 +22,10 @@ DEFAULTS = {
     "backoff_min_ms": (500, "first reconnect delay"),
     "backoff_max_ms": (30000, "longest reconnect delay"),
 }
+
+for _tunables in (reporter.TUNABLES, fixfilter.TUNABLES):
+    for _key in _tunables:
+        DEFAULTS[_key] = _tunables[_key][1:]
 
 FILE = "config.json"
 
@@ -32,8 +38,9 @@ def _check(values):
     for k, v in values.items():
         if k not in DEFAULTS:
             raise ValueError("unknown key " + k)
-        if type(v) is not type(DEFAULTS[k][0]):
-            raise ValueError("%s must be %s" % (k, type(DEFAULTS[k][0]).__name__))
+        want = type(DEFAULTS[k][0])
+        if type(v) is not want and not (want is float and type(v) is int):
+            raise ValueError("%s must be %s" % (k, want.__name__))
 
 
 def load(path=FILE, log=print):

@@ -15,17 +15,17 @@
 # Framing and limits
 #   A sentence runs from '$' to LF; trailing CR and blanks are dropped. A '$'
 #   inside a line starts a new sentence (resynchronisation after a cut).
-#   NMEADecoder(max_len) counts like the NMEA standard: '$' through CR LF. The standard
-#   says 82, but real receivers go beyond it (Trimble RTK: 91-char RMC), so
-#   the default is gpsd's NMEA_MAX, 102; NMEADecoder(max_len=82) is strict.
+#   NMEADecoder(max_len) counts like the NMEA standard: '$' through CR LF. The
+#   standard says 82, but real receivers go beyond it (Trimble RTK: 91-char
+#   RMC), so the default is gpsd's NMEA_MAX, 102; NMEADecoder(82) is strict.
 #   A longer line is counted as 'overlong' and skipped up to the next LF or
 #   '$'. The line buffer is one preallocated bytearray of max_len bytes;
 #   fields are found with bytearray.find and converted in place, so the
 #   work per sentence is a few small objects, never one per byte.
 #   Checksum: when '*hh' is present it must match (hex in either case). A
-#   sentence without any '*' is accepted when a line end closes it, as gpsd
-#   does, and counted in `unchecked`; set REQUIRE_CHECKSUM = True (class or
-#   instance) to reject those instead, as errors['nochecksum'].
+#   sentence without any '*' is taken when a line end closes it, as gpsd
+#   does, and counted in `unchecked` (a '$' that cuts it counts it as
+#   'truncated'); RMC still needs every field up to the date.
 #
 # Fix semantics
 #   Only an RMC with status A (or D) and a mode indicator other than N makes a
@@ -44,30 +44,31 @@
 #   them in place (after on_fix has run). Otherwise they stay None.
 #   GGA sets quality, sats, hdop and alt (with quality 0 only quality and
 #   sats, so the last fix keeps its figures). GSA sets fix_type (1/2/3) and,
-#   with a 2D/3D fix, pdop/hdop/vdop.
+#   with a 2D/3D fix, pdop/hdop/vdop. Missing trailing fields read as empty.
 #
 # Errors never leave feed(): malformed input is counted in `errors` by kind
 # and skipped: 'checksum' (mismatch, or a malformed '*hh'), 'overlong',
 # 'truncated' (cut short by the next '$' before any checksum), 'fields' (a bad
-# address, or missing or malformed fields in a decoded sentence), 'noise' (a
-# run of bytes between sentences that is not blank, or binary bytes inside
-# one), 'nochecksum' (only with REQUIRE_CHECKSUM). Exceptions raised by the
-# on_fix callback do propagate; the decoder stays consistent, the rest of that
-# chunk is dropped.
+# address, too few fields, or a missing or malformed one that is needed),
+# 'noise' (a run of bytes between sentences that is not blank, or binary
+# bytes inside one). Exceptions raised by the on_fix callback do propagate;
+# the decoder stays consistent, the rest of that chunk is dropped.
 #
 # Precision: doubles on CPython and the unix port (far below 1e-6 degree);
 # ports with single-precision floats (ESP32) hold lat/lon to about 1e-5 degree.
 #
-# Memory: the module is kept small on purpose, so that it compiles from
-# source inside a 64 KB heap on the 64-bit unix port; docs live in comments,
-# which cost nothing at compile time.
+# Memory: the module is kept small on purpose, so that it and a test module
+# compile from source inside a 64 KB heap on the 64-bit unix port (the parse
+# tree costs about 15 bytes per token there). Docs live in comments, which
+# cost nothing at compile time.
 
 try:
     from time import ticks_ms
 except ImportError:  # CPython
-    from time import monotonic
 
     def ticks_ms():
+        from time import monotonic
+
         return int(monotonic() * 1000)
 
 
@@ -79,6 +80,7 @@ _RMC = 0x524D43
 _GGA = 0x474741
 _GSA = 0x475341
 _VTG = 0x565447
+_KEYS = (_RMC, _GGA, _GSA, _VTG)
 
 
 def days_from_civil(y, m, d):
@@ -125,12 +127,11 @@ class Fix:
 
 class NMEADecoder:
     MAX_LEN = 102  # gpsd's NMEA_MAX, counted '$' .. CR LF
-    REQUIRE_CHECKSUM = False  # True: reject sentences without '*hh'
 
     def __init__(self, max_len=0, clock=ticks_ms):
         self._buf = bytearray(max_len or self.MAX_LEN)  # '$' .. CR; LF is not stored
         self._mv = memoryview(self._buf)
-        self._pos = [0] * 26  # field k is buf[pos[k]:pos[k + 1] - 1]
+        self._pos = [0] * 19  # field k is buf[pos[k]:pos[k + 1] - 1]; missing ones are empty
         self._n = 0  # bytes collected; 0: hunting for '$'; -1: skipping an overlong line
         self._noisy = False
         self._clock = clock
@@ -143,7 +144,7 @@ class NMEADecoder:
         self.sentences = 0  # RMC, GGA, GSA, VTG decoded
         self.ignored = 0  # well-formed sentences of other types
         self.unchecked = 0  # sentences taken without a checksum
-        self.errors = {"checksum": 0, "overlong": 0, "truncated": 0, "fields": 0, "noise": 0, "nochecksum": 0}
+        self.errors = {"checksum": 0, "overlong": 0, "truncated": 0, "fields": 0, "noise": 0}
 
     def feed(self, data):
         # Decode a chunk of bytes; return the number of new RMC fixes.
@@ -151,17 +152,19 @@ class NMEADecoder:
             data = bytes(data)  # MicroPython's memoryview has no find()
         src = memoryview(data)
         buf = self._buf
-        got = 0
         n = len(data)
-        i = 0
+        got = i = 0
         while i < n:
             fill = self._n
             if not fill:
                 j = data.find(b"$", i)
-                if j != i:
-                    self._gap(src[i : j if j > 0 else n])
-                    if j < 0:
-                        break
+                # Bytes between sentences: blanks are fine, anything else is noise,
+                # counted once per run whatever the chunking.
+                if j != i and not self._noisy and _junk(src[i : j if j > 0 else n], 127, 9):
+                    self._noisy = True
+                    self.errors["noise"] += 1
+                if j < 0:
+                    break
                 buf[0] = 36
                 self._n = 1
                 self._noisy = False
@@ -191,88 +194,66 @@ class NMEADecoder:
                 got += 1
         return got
 
-    def _gap(self, mv):
-        # Bytes between sentences: blanks are fine, anything else is noise,
-        # counted once per run whatever the chunking.
-        if not self._noisy and _junk(mv, 33, 9):
-            self._noisy = True
-            self.errors["noise"] += 1
-
     def _line(self, n, nl):
         buf = self._buf
         err = self.errors
         while n > 1 and buf[n - 1] <= 32:
             n -= 1
-        if n > len(buf) - 2:
-            err["overlong"] += 1
-            return
         end = n - 3
-        if end > 0 and buf[end] == 42:
+        if n > len(buf) - 2:
+            kind = "overlong"
+        elif end > 0 and buf[end] == 42:
             x = 0
             for c in self._mv[1:end]:
                 x ^= c
+            kind = ""
             if x != _hex(buf[end + 1]) * 16 + _hex(buf[end + 2]):
-                err["noise" if _junk(self._mv[1:end], 32) else "checksum"] += 1
-                return
+                kind = "noise" if _junk(self._mv[1:end], 32) else "checksum"
         else:
             end = n
-            kind = (
-                "truncated"
-                if not nl
-                else "checksum"
-                if buf.find(b"*", 1, n) >= 0
-                else "noise"
-                if _junk(self._mv[1:n], 32)
-                else "nochecksum"
-                if self.REQUIRE_CHECKSUM
-                else ""
-            )
-            if kind:
-                err[kind] += 1
-                return
-            self.unchecked += 1
-        if end < 6:
-            err["fields"] += 1
-            return
+            kind = "truncated" if not nl else "checksum" if buf.find(b"*", 1, n) >= 0 else ""
+            if not kind:
+                kind = "noise" if _junk(self._mv[1:n], 32) else ""
+                self.unchecked += not kind
+        if not kind and (end < 6 or end > 6 and buf[6] != 44 and buf[1] != 80):
+            kind = "fields"
+        if kind:
+            err[kind] += 1
+        else:
+            return self._decode(end)
+
+    def _decode(self, end):
+        # A framed, checked sentence in buf[0:end]: split its fields and decode it.
+        buf = self._buf
         key = buf[3] << 16 | buf[4] << 8 | buf[5] if buf[1] != 80 else 0  # 'P': proprietary
-        if key != _RMC and key != _GGA and key != _GSA and key != _VTG:
+        if key not in _KEYS:
             self.ignored += 1
             return
-        if end > 6 and buf[6] != 44:
-            err["fields"] += 1
-            return
-        nf = self._split(end)
+        pos = self._pos
+        p = 7
+        for k in range(1, 19 if key == _GSA else 15):  # fields 1..17 (GSA), else 1..13
+            pos[k] = p
+            q = buf.find(b",", p, end)
+            p = end + 1 if q < 0 else q + 1
         try:
-            if key == _RMC:
-                made = self._rmc(nf)
-            elif key == _GGA:
-                made = self._gga(nf)
-            elif key == _GSA:
-                made = self._gsa(nf)
-            else:
-                made = self._vtg(nf)
-        except (ValueError, IndexError):
-            err["fields"] += 1
+            if pos[17 if key == _GSA else 4 if key == _VTG else 9] > end:
+                raise ValueError  # too few fields
+            made = (
+                self._rmc()
+                if key == _RMC
+                else self._gga()
+                if key == _GGA
+                else self._gsa()
+                if key == _GSA
+                else self._vtg()
+            )
+        except ValueError:
+            self.errors["fields"] += 1
             return
         self.sentences += 1
         if made and self.on_fix:
             self.on_fix(self.fix)
         return made
-
-    def _split(self, end):
-        # Note where fields 1..nf start (at most 24; later ones are not needed).
-        pos = self._pos
-        p = 7
-        nf = 0
-        while nf < 24:
-            nf += 1
-            pos[nf] = p
-            q = self._buf.find(b",", p, end)
-            if q < 0:
-                break
-            p = q + 1
-        pos[nf + 1] = (end if q < 0 else q) + 1
-        return nf
 
     def _f(self, k, conv=float):
         # Field k as a float (or int), None when empty.
@@ -280,10 +261,10 @@ class NMEADecoder:
         e = self._pos[k + 1] - 1
         return conv(self._mv[s:e]) if e > s else None
 
-    def _c(self, k, nf):
-        # One-character field k as a str, None when absent, empty or longer.
+    def _c(self, k):
+        # One-character field k as a str, None when empty or longer.
         s = self._pos[k]
-        return chr(self._buf[s]) if k <= nf and self._pos[k + 1] - s == 2 else None
+        return chr(self._buf[s]) if self._pos[k + 1] - s == 2 else None
 
     def _deg(self, k, limit, plus, minus):
         # (d)ddmm.mmmm in field k, hemisphere in field k + 1 -> signed degrees.
@@ -294,20 +275,25 @@ class NMEADecoder:
         m = max(s, (e if dot < 0 else dot) - 2)
         minutes = float(self._mv[m:e])
         v = _digits(buf, s, m) + minutes / 60
-        h = self._c(k + 1, k + 1)
+        h = self._c(k + 1)
         if not (0 <= minutes < 60 and v <= limit and (h == plus or h == minus)):
             raise ValueError
         return -v if h == minus else v
 
-    def _rmc(self, nf):
-        mode = self._c(12, nf)
-        if self._c(2, nf) not in ("A", "D") or mode == "N":
+    def _fill(self, speed, track):
+        # A VTG's values where the fix has none.
+        f = self.fix
+        if f.speed is None:
+            f.speed = speed
+        if f.track is None:
+            f.track = track
+
+    def _rmc(self):
+        mode = self._c(12)
+        if self._c(2) not in ("A", "D") or mode == "N":
             self.fix_status = "V"
-            self._open = False
-            self._pending = None
+            self._open = self._pending = None
             return False
-        if nf < 9:
-            raise ValueError
         pos = self._pos
         sod = _hms(self._buf, pos[1], pos[2] - 1)
         day = _dmy(self._buf, pos[9], pos[10] - 1)
@@ -315,73 +301,55 @@ class NMEADecoder:
         lon = self._deg(5, 180, "E", "W")
         speed = self._f(7)
         track = self._f(8)
-        if speed is not None:
-            speed *= KNOT
-        vtg = self._pending
-        if vtg:
-            if speed is None:
-                speed = vtg[0]
-            if track is None:
-                track = vtg[1]
+        f = self.fix
+        f.time = day * 86400 + sod // 1000
+        f.ms = sod % 1000
+        f.lat = lat
+        f.lon = lon
+        f.speed = None if speed is None else speed * KNOT
+        f.track = track
+        f.mode = mode
+        f.nav_status = self._c(13)
+        f.valid = True
+        if self._pending:
+            self._fill(*self._pending)
+        self._open = not self._pending
         self._pending = None
-        self._open = not vtg
-        fix = self.fix
-        fix.time = day * 86400 + sod // 1000
-        fix.ms = sod % 1000
-        fix.lat = lat
-        fix.lon = lon
-        fix.speed = speed
-        fix.track = track
-        fix.mode = mode
-        fix.nav_status = self._c(13, nf)
-        fix.valid = True
         self.fix_status = "A"
         self.last_valid_ticks = self._clock()
         return True
 
-    def _gga(self, nf):
-        if nf < 9:
-            raise ValueError
+    def _gga(self):
         q = self._f(6, int) or 0
         sats = self._f(7, int)
         hdop = self._f(8)
         alt = self._f(9)
-        fix = self.fix
-        fix.quality = q
-        fix.sats = sats
+        f = self.fix
+        f.quality = q
+        f.sats = sats
         if q:
-            fix.hdop = hdop
-            fix.alt = alt
+            f.hdop = hdop
+            f.alt = alt
 
-    def _gsa(self, nf):
+    def _gsa(self):
         ft = self._f(2, int)
-        if nf < 2 or ft is not None and not 0 < ft < 4:
-            raise ValueError
-        fix = self.fix
-        if ft and ft > 1 and nf >= 17:
-            p, h, v = self._f(15), self._f(16), self._f(17)
-            fix.pdop, fix.hdop, fix.vdop = p, h, v
-        fix.fix_type = ft
+        f = self.fix
+        if ft and ft > 1:
+            f.pdop, f.hdop, f.vdop = self._f(15), self._f(16), self._f(17)
+        f.fix_type = ft
 
-    def _vtg(self, nf):
-        new = self._c(2, nf) == "T"  # NMEA 2.3+: track,T,mag,M,kn,N,kmh,K,mode; else track,mag,kn,kmh
-        if nf < (8 if new else 4):
-            raise ValueError
-        if new and self._c(9, nf) == "N":
+    def _vtg(self):
+        new = self._c(2) == "T"  # NMEA 2.3+: track,T,mag,M,kn,N,kmh,K,mode; 1.5: track,mag,kn,kmh
+        if new and self._c(9) == "N":
             return
         kn = self._f(5 if new else 3)
         kmh = self._f(7 if new else 4)
-        speed = kn * KNOT if kn is not None else kmh / 3.6 if kmh is not None else None
-        track = self._f(1)
+        speed = kn * KNOT if kn is not None else None if kmh is None else kmh / 3.6
         if self._open:
-            fix = self.fix
-            if fix.speed is None:
-                fix.speed = speed
-            if fix.track is None:
-                fix.track = track
             self._open = False
+            self._fill(speed, self._f(1))
         else:
-            self._pending = (speed, track)
+            self._pending = (speed, self._f(1))
 
 
 def _hex(c):
@@ -413,28 +381,24 @@ def _junk(mv, lo, blank=32):
 
 
 def _hms(buf, s, e):
-    # hhmmss[.fff] -> milliseconds of the day, rounded like gpsd (may be 86400000).
+    # hhmmss[.ffff] -> milliseconds of the day, rounded like gpsd (may reach 86400000).
     if e - s < 6 or e > s + 6 and buf[s + 6] != 46:
         raise ValueError
-    h = _digits(buf, s, s + 2)
-    m = _digits(buf, s + 2, s + 4)
-    sec = _digits(buf, s + 4, s + 6)
-    if h > 23 or m > 59 or sec > 60:
+    v = _digits(buf, s, s + 6)
+    if v // 10000 > 23 or v // 100 % 100 > 59 or v % 100 > 60:
         raise ValueError
     f = min(e, s + 11)  # up to four fraction digits
     ms = (_digits(buf, s + 7, f) * 2000 // 10 ** (f - s - 7) + 1) // 2 if f > s + 7 else 0
-    return ((h * 60 + m) * 60 + sec) * 1000 + ms
+    return ((v // 10000 * 60 + v // 100 % 100) * 60 + v % 100) * 1000 + ms
 
 
 def _dmy(buf, s, e):
     # ddmmyy -> days since 1970-01-01; yy pivots at 80 like gpsd.
     if e - s != 6:
         raise ValueError
-    d = _digits(buf, s, s + 2)
-    m = _digits(buf, s + 2, s + 4)
-    y = _digits(buf, s + 4, e)
-    y += 1900 if y >= 80 else 2000
-    z = days_from_civil(y, m, d)
-    if civil_from_days(z) != (y, m, d):  # 31 June, month 13, day 0 ...
+    v = _digits(buf, s, e)
+    ymd = (v % 100 + (1900 if v % 100 >= 80 else 2000), v // 100 % 100, v // 10000)
+    z = days_from_civil(*ymd)
+    if civil_from_days(z) != ymd:  # 31 June, month 13, day 0 ...
         raise ValueError
     return z

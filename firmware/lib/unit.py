@@ -9,10 +9,12 @@ import time
 import wire
 from clock import Clock
 from feedback import Feedback
+from fixfilter import FixFilter
 from flashstate import next_boot
 from keys import Keypad
 from mqtt import MQTTClient
 from nmea import NMEADecoder
+from reporter import ReportPolicy
 
 FIRMWARE_VERSION = "0.1.0"
 LINK_ERRORS = (OSError, EOFError, asyncio.TimeoutError)
@@ -28,6 +30,11 @@ class Unit:
         self.seq = 0
         self.clock = Clock(board.rtc_time)
         self.gnss = NMEADecoder()
+        self.gnss.on_fix = self.on_fix
+        self.fixes = FixFilter(cfg)  # the last trusted fix
+        self.policy = ReportPolicy(cfg)
+        self.report_due = None  # why the last trusted fix must be reported, or None
+        self.last_report_ms = time.ticks_ms()
         self.unsent = []  # status presses not yet taken by the broker: (seq, key, t)
         self.unacked = {}  # seq -> key, taken by the broker, awaiting the gateway's ack
         self.wake = asyncio.Event()
@@ -56,6 +63,7 @@ class Unit:
     def pressed(self, key, long_press):
         seq = self.next_seq()
         self.unsent.append((seq, key, self.clock.now()))
+        self.policy.force("status")
         self.feedback.pressed(key, seq)
         self.log("key %d pressed%s: seq %d" % (key, " (long)" if long_press else "", seq))
         self.wake.set()
@@ -77,14 +85,22 @@ class Unit:
             self.log("gnss: no receiver")
             return
         buf = bytearray(128)
-        fix = self.gnss.fix
         while True:
             n = await stream.readinto(buf)
             if not n:
                 await asyncio.sleep_ms(100)
                 continue
-            if self.gnss.feed(memoryview(buf)[:n]) and fix.valid:
-                self.clock.set(fix.time, fix.ms)
+            self.gnss.feed(memoryview(buf)[:n])
+
+    def on_fix(self, fix):
+        if not self.fixes.accept(fix):
+            return
+        self.clock.set(fix.time, fix.ms)
+        f = self.fixes
+        reason = self.policy.update(f.t, f.lat, f.lon, f.speed, f.track)
+        if reason:
+            self.report_due = reason
+            self.wake.set()
 
     async def keys_task(self):
         while True:
@@ -94,41 +110,55 @@ class Unit:
 
     # uplink
     def _position_payload(self):
-        f = self.gnss.fix
-        if not f.valid:
-            return None
+        f = self.fixes
         return wire.encode_pos(
             self.boot,
             self.next_seq(),
-            f.time,
+            int(f.t),
             f.lat,
             f.lon,
             f.speed,
             f.track,
-            getattr(f, "sats", None),
-            getattr(f, "hdop", None),
+            f.sats,
+            f.hdop,
             self.clock.now(),
         )
+
+    def _report_reason(self):
+        """Why a position goes out now: the policy said so, or the heartbeat is due even
+        without a new fix (the last trusted fix, with its old fix time)."""
+        if not self.fixes.valid:
+            return None
+        if self.report_due:
+            return self.report_due
+        if time.ticks_diff(time.ticks_ms(), self.last_report_ms) >= self.policy.heartbeat * 1000:
+            return "heartbeat"
+        return None
+
+    def _status_payload(self, seq, key, t):
+        f = self.fixes
+        if f.valid:
+            return wire.encode_json(
+                "status", self.boot, seq, key=key, t=t, sent=self.clock.now(), lat=f.lat, lon=f.lon
+            )
+        return wire.encode_json("status", self.boot, seq, key=key, t=t, sent=self.clock.now())
 
     async def _send_statuses(self, client):
         while self.unsent:
             seq, key, t = self.unsent[0]
-            payload = wire.encode_json("status", self.boot, seq, key=key, t=t, sent=self.clock.now())
+            payload = self._status_payload(seq, key, t)
             await client.publish(self.topic("status"), payload, qos=1)
             self.unsent.pop(0)
             self.unacked[seq] = key
 
     async def sender(self, client):
-        period = self.cfg["report_period_s"] * 1000
-        last = time.ticks_add(time.ticks_ms(), -period)
         while True:
             await self._send_statuses(client)
-            if time.ticks_diff(time.ticks_ms(), last) >= period:
-                payload = self._position_payload()
-                if payload:
-                    await client.publish(self.topic("pos"), payload, qos=1)
-                    self.reports += 1
-                last = time.ticks_ms()
+            if self._report_reason():
+                self.report_due = None
+                await client.publish(self.topic("pos"), self._position_payload(), qos=1)
+                self.reports += 1
+                self.last_report_ms = time.ticks_ms()
             self.wake.clear()
             try:
                 await asyncio.wait_for_ms(self.wake.wait(), 200)

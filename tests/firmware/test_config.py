@@ -10,7 +10,7 @@ def _write(text):
 def test_defaults_without_a_file():
     logged = []
     cfg = config.load("missing.json", log=logged.append)
-    assert cfg["report_period_s"] == 5 and cfg["debounce_ms"] == 50
+    assert cfg["report_max_period_s"] == 30 and cfg["debounce_ms"] == 50
     assert "no missing.json" in logged[0]
 
 
