@@ -13,6 +13,9 @@ demo: venv mosquitto
 test: venv mosquitto
 	$(BIN)/pytest
 
+bench: venv mosquitto
+	$(BIN)/python -m bench
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -19,10 +19,16 @@ FIRMWARE = REPO / "firmware"
 
 def run_micropython(script, stdin=b"", heap="96K", timeout=600):
     env = dict(os.environ, MICROPYPATH=f".frozen:{FIRMWARE / 'lib'}:{FIRMWARE}")
-    run = subprocess.run([micropython_bin(), "-X", f"heapsize={heap}", str(script)], input=stdin,
-                         capture_output=True, env=env, timeout=timeout, cwd=REPO)
+    run = subprocess.run(
+        [micropython_bin(), "-X", f"heapsize={heap}", str(script)],
+        input=stdin,
+        capture_output=True,
+        env=env,
+        timeout=timeout,
+        cwd=REPO,
+    )
     if run.returncode:
-        raise RuntimeError(f"{script} failed: {run.stderr.decode()[-2000:]}")
+        raise RuntimeError(f"{script} failed: {(run.stdout + run.stderr).decode()[-2000:]}")
     return [json.loads(line) for line in run.stdout.decode().splitlines() if line.strip()]
 
 

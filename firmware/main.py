@@ -3,6 +3,8 @@ import sys
 
 sys.path.append("lib")
 
+import gc  # noqa: E402
+
 import asyncio  # noqa: E402
 
 import boards  # noqa: E402
@@ -18,7 +20,9 @@ def _crash(loop, context):
 def main():
     cfg = config.load()
     board = boards.load(cfg)
+    gc.collect()
     unit = Unit(board, cfg)
+    unit.heap_code = gc.mem_alloc()  # the code's share of the heap (zero when frozen)
     loop = asyncio.get_event_loop()
     loop.set_exception_handler(_crash)
     try:

@@ -28,6 +28,10 @@ class UnitIn(BaseModel):
     home_lon: float | None = Field(None, ge=-180, le=180)
 
 
+class SettingsIn(BaseModel):
+    values: dict[str, int | float | str | bool | list[int]]
+
+
 def error_body(status, code, message):
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
@@ -103,7 +107,23 @@ def create_app(gw):
 
     @app.get("/api/v1/units/{unit_id}")
     def unit(unit_id: str):
-        return unit_json(registered(unit_id))
+        pushed = gw.store.last_push(unit_id)
+        return {
+            **unit_json(registered(unit_id)),
+            "device": store.device(reader, unit_id),
+            "settings_pushed": pushed,
+        }
+
+    @app.put("/api/v1/units/{unit_id}/settings", status_code=202)
+    def push_settings(unit_id: str, settings: SettingsIn):
+        """Push settings to a unit over its downlink. The unit checks them, keeps them
+        and reports the version in force (`device.cfg`) at its next birth."""
+        registered(unit_id)
+        if not settings.values:
+            raise BadRequest("values is empty: name at least one setting")
+        version, merged = gw.store.push_settings(unit_id, settings.values)
+        gw.ingest.send_down(protocol.down_topic(unit_id), protocol.encode_config(version, merged))
+        return {"unit_id": unit_id, "version": version, "values": merged}
 
     @app.get("/api/v1/units/{unit_id}/statuses")
     def statuses(unit_id: str, limit: int = Query(100, ge=1, le=10000)):

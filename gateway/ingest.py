@@ -93,6 +93,10 @@ class Ingest:
                 self.pipeline.tick(self.clock())
                 next_tick = self.clock() + TICK_S
 
+    def send_down(self, topic, payload):
+        """A downlink message, QoS 1: the broker keeps it for an offline unit's session."""
+        self.client.publish(topic, payload, qos=1)
+
     def _handle(self, items):
         try:
             out = self.pipeline.handle(items, self.clock())

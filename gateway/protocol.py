@@ -24,7 +24,7 @@ JSON_SCHEMA = {
         "bye": ("boot", "seq", "t", "sent"),
         "will": ("boot", "seq"),
     },
-    "down": {"ack": ("boot", "seq")},
+    "down": {"ack": ("boot", "seq"), "config": ("version",)},
 }
 LIMITS = {"boot": 0xFFFF, "seq": 0xFFFFFFFF, "key": 9}
 
@@ -102,6 +102,10 @@ def decode_json(kind, payload):
         raise ProtocolError(f"_type {msg.get('_type')!r} is not expected on {kind}", "bad_type")
     for name in required:
         _check_int(msg, name)
+    if msg["_type"] == "config" and not isinstance(msg.get("values"), dict):
+        if "values" not in msg:
+            raise ProtocolError("field 'values' is missing", "missing_field")
+        raise ProtocolError("field 'values' must be an object", "bad_value")
     return msg
 
 
@@ -114,6 +118,10 @@ def decode(topic, payload):
 
 def encode_ack(boot, seq):
     return json.dumps({"_type": "ack", "boot": boot, "seq": seq}).encode()
+
+
+def encode_config(version, values):
+    return json.dumps({"_type": "config", "version": version, "values": values}).encode()
 
 
 def down_topic(unit):

@@ -4,8 +4,10 @@ Every uplink table is keyed by (unit_id, boot, seq) and written with INSERT OR I
 so a message stored twice is stored once. The database opens in Datasette as it is.
 """
 
+import contextlib
 import json
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -94,6 +96,14 @@ def m001_initial(db):
     db["quarantine"].create_index(["reason"])
 
 
+@migrations()
+def m002_settings_pushes(db):
+    db["settings_pushes"].create(
+        {"unit_id": str, "version": int, "values_json": str, "pushed_at": float},
+        pk=("unit_id", "version"),
+    )
+
+
 def _state_row(state):
     data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(state).items()}
     return {"unit_id": state.unit_id, "state": json.dumps(data), "updated_at": time.time()}
@@ -109,6 +119,7 @@ class Store:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = str(path)
         self.db = Database(sqlite3.connect(self.path, check_same_thread=False))
+        self.lock = threading.RLock()
         self.db.enable_wal()
         self.db.execute("PRAGMA synchronous=NORMAL")
         migrations.apply(self.db)
@@ -117,8 +128,12 @@ class Store:
         """A separate connection for a reading thread (the HTTP API)."""
         return Database(sqlite3.connect(self.path, check_same_thread=False))
 
+    @contextlib.contextmanager
     def atomic(self):
-        return self.db.atomic()
+        """One transaction on the writing connection, which the ingest worker and the
+        HTTP API share: the lock keeps their transactions apart."""
+        with self.lock, self.db.atomic():
+            yield self.db
 
     # registry
     def units(self):
@@ -132,7 +147,8 @@ class Store:
         row = dict(row)
         existing = self.unit(row["unit_id"])
         row.setdefault("created_at", existing["created_at"] if existing else time.time())
-        self.db["units"].upsert(row, pk="unit_id")
+        with self.atomic():
+            self.db["units"].upsert(row, pk="unit_id")
         return self.unit(row["unit_id"])
 
     # uplink
@@ -183,6 +199,31 @@ class Store:
             }
         )
 
+    # settings pushed to units
+    def push_settings(self, unit_id, values):
+        """Record a push; returns (version, all values pushed so far, merged)."""
+        with self.atomic():
+            last = self.last_push(unit_id)
+            merged = dict(last["values"]) if last else {}
+            merged.update(values)
+            version = (last["version"] if last else 0) + 1
+            self.db["settings_pushes"].insert(
+                {
+                    "unit_id": unit_id,
+                    "version": version,
+                    "values_json": json.dumps(merged),
+                    "pushed_at": time.time(),
+                }
+            )
+        return version, merged
+
+    def last_push(self, unit_id):
+        sql = (
+            "select version, values_json from settings_pushes where unit_id = ? order by version desc limit 1"
+        )
+        row = self.db.execute(sql, [unit_id]).fetchone()
+        return {"version": row[0], "values": json.loads(row[1])} if row else None
+
     def quarantine_counts(self):
         sql = "select reason, count(*) from quarantine group by reason"
         return dict(self.db.execute(sql).fetchall())
@@ -193,6 +234,19 @@ class Store:
 
     def load_states(self):
         return {row["unit_id"]: _state_from_row(row) for row in self.db["unit_state"].rows}
+
+
+def device(db, unit_id):
+    """What the unit said of itself in its latest birth: firmware, board, reset, settings."""
+    sql = (
+        "select body from conn_events where unit_id = ? and type = 'birth'"
+        " order by boot desc, seq desc limit 1"
+    )
+    row = db.execute(sql, [unit_id]).fetchone()
+    if not row:
+        return None
+    body = json.loads(row[0])
+    return {k: body.get(k) for k in ("fw", "board", "reset", "cfg", "boot")}
 
 
 def statuses(db, unit_id, limit=100):

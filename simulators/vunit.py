@@ -5,7 +5,8 @@ simulated over pseudo-terminals that speak the real protocols.
     press ──> "K 3 1" / "K 3 0" ─────> panel pty <──> "L 3 blink", "B 1" ──> leds, buzzer
 
 A control socket (<sim dir>/<unit>.sock, JSON lines) lets `siaga sim press` and tests
-press keys and read the LEDs. The unit's flash is a folder: config.json, boot counter.
+press keys and read the LEDs. The unit's flash is a folder: the firmware image
+(main.py, lib/ and boards/ compiled with mpy-cross), config.json, the boot counter.
 Killing the process with SIGKILL is a power cut (the firmware dies with it); starting it
 again is a reboot.
 """
@@ -26,13 +27,14 @@ import time
 import tty
 from pathlib import Path
 
+from provisioning import image
+
 from .nmea import Receiver
 from .route import Mover
 
 log = logging.getLogger("siaga.sim")
 
 REPO = Path(__file__).resolve().parent.parent
-FIRMWARE = REPO / "firmware"
 HEAP = "128K"
 PR_SET_PDEATHSIG = 1
 
@@ -70,6 +72,7 @@ class VirtualUnit:
         seed=None,
         config=None,
         echo=False,
+        flash_firmware=True,
     ):
         self.unit_id = unit_id
         self.flash = Path(flash)
@@ -78,6 +81,7 @@ class VirtualUnit:
         self.heap = heap
         self.config = dict(config or {})
         self.echo = echo
+        self.flash_firmware = flash_firmware
         self.rng = random.Random(seed)
         self.mover = Mover(*start_xy, t=time.time(), rng=self.rng)
         self.receiver = Receiver(seed=seed)
@@ -105,17 +109,19 @@ class VirtualUnit:
 
     def start(self):
         self.write_config()
+        if self.flash_firmware:
+            image.build(self.flash)  # as if flashed: main.py, lib/*.mpy, boards/*.mpy
         self.sim_dir.mkdir(parents=True, exist_ok=True)
         # The slave ends stay open here too: a pty whose slave is closed reads EIO.
         self.gnss_fd, self._gnss_slave, gnss_path = _pty()
         self.panel_fd, self._panel_slave, panel_path = _pty()
         env = dict(
             os.environ,
-            MICROPYPATH=f".frozen:{FIRMWARE}:{FIRMWARE / 'lib'}",
+            MICROPYPATH=".frozen",  # + the flash folder (main.py's) and lib/, as on a board
             SIAGA_VBOARD=f"gnss={gnss_path},panel={panel_path}",
         )
         self.proc = subprocess.Popen(
-            [micropython_bin(), "-X", f"heapsize={self.heap}", str(FIRMWARE / "main.py")],
+            [micropython_bin(), "-X", f"heapsize={self.heap}", "main.py"],
             cwd=self.flash,
             env=env,
             stdout=subprocess.PIPE,
@@ -128,15 +134,28 @@ class VirtualUnit:
         return self
 
     # simulated hardware
-    def _feed_gnss(self):
-        while not self.stopped.is_set():
+    def _live_samples(self):
+        while True:
             self.mover.t = time.time() - 1.0  # the receiver's clock is the wall clock
-            sample = self.mover.step(1.0)
+            yield self.mover.step(1.0)
+
+    def replay(self, samples, rate=1.0):
+        """Feed a recorded drive instead of the live route, `rate` fixes per second
+        (faster than real time for benchmarks); `replay_done` is set at its end."""
+        self._replay = (list(samples), rate)
+        self.replay_done = threading.Event()
+        return self
+
+    def _feed_gnss(self):
+        samples, rate = getattr(self, "_replay", (None, 1.0))
+        for sample in samples if samples is not None else self._live_samples():
             try:
                 os.write(self.gnss_fd, self.receiver.encode(sample))
             except OSError:
                 return
-            self.stopped.wait(1.0 - time.time() % 1.0)
+            if self.stopped.wait(1.0 / rate - time.time() % (1.0 / rate)):
+                return
+        self.replay_done.set()
 
     def _panel_event(self, line):
         parts = line.split()

@@ -96,3 +96,33 @@ def test_garbage_is_refused_counted_and_kept_and_the_gateway_goes_on(gateway, vu
     wait_until(lambda: gateway.unit(unit_id)["link"] == "online", what="the unit's birth")
     unit.press(1)
     wait_until(lambda: gateway.unit(unit_id)["availability"] == "available", what="the press")
+
+
+def test_settings_pushed_by_the_gateway_are_kept_and_reported(gateway, vunits, unit_id):
+    gateway.register(unit_id)
+    unit = vunits(unit_id)
+    wait_until(lambda: gateway.unit(unit_id)["link"] == "online", what="the unit's birth")
+    assert gateway.unit(unit_id)["device"]["cfg"] == 0
+
+    status, body = gateway.request(
+        "PUT",
+        f"/api/v1/units/{unit_id}/settings",
+        {"values": {"report_max_period_s": 20, "report_heartbeat_s": 90}},
+    )
+    assert status == 202 and body["version"] == 1
+    wait_until(lambda: any("settings 1 in force" in line for line in unit.lines), what="settings in force")
+    kept = json.loads((unit.flash / "settings.json").read_text())
+    assert kept == {"version": 1, "values": {"report_max_period_s": 20, "report_heartbeat_s": 90}}
+
+    status, body = gateway.request(
+        "PUT", f"/api/v1/units/{unit_id}/settings", {"values": {"broker_host": "10.9.9.9"}}
+    )
+    assert status == 202 and body["version"] == 2
+    wait_until(lambda: any("settings 2 refused" in line for line in unit.lines), what="the refusal")
+    assert json.loads((unit.flash / "settings.json").read_text())["version"] == 1
+
+    unit.stop()
+    vunits(unit_id)  # reboot: the birth reports the settings in force
+    wait_until(lambda: (gateway.unit(unit_id)["device"] or {}).get("boot") == 1, what="the new birth")
+    assert gateway.unit(unit_id)["device"]["cfg"] == 1
+    assert gateway.unit(unit_id)["settings_pushed"]["version"] == 2

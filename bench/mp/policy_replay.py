@@ -2,6 +2,7 @@
 # policy, as the unit does; print one JSON line per report and a summary line.
 import gc
 import json
+import os
 import sys
 
 from fixfilter import FixFilter
@@ -10,8 +11,6 @@ from reporter import ReportPolicy
 
 decoder = NMEADecoder()
 fixes = FixFilter()
-import os
-
 policy = ReportPolicy(json.loads(os.getenv("SIAGA_POLICY") or "{}"))
 counts = {"fixes": 0, "reports": 0}
 

@@ -1,60 +1,101 @@
-# The unit's configuration: defaults here, then the per-unit file that provisioning
-# writes (config.json in the flash root). An invalid file is reported and the unit
-# keeps running on the last good layer; it never boots into a dead state.
+# The unit's configuration, in three layers, each over the one before:
+#   1. defaults, below (and the TUNABLES of reporter.py and fixfilter.py);
+#   2. config.json, written by provisioning: identity, broker, credentials, key map;
+#   3. settings.json, the settings the gateway pushed over the downlink (`config`
+#      messages), kept with their version and written atomically (temp file, rename).
+# An invalid file or push is reported and refused: the unit keeps its last good values
+# and never boots into a dead state.
 import json
 
 import fixfilter
 import reporter
-
-# key: (default, meaning)
-DEFAULTS = {
-    "unit_id": ("unprovisioned", "unit id, also the MQTT client id and user name"),
-    "broker_host": ("127.0.0.1", "MQTT broker host"),
-    "broker_port": (1883, "MQTT broker port"),
-    "mqtt_user": ("", "MQTT user name (empty: the unit id when a password is set)"),
-    "mqtt_password": ("", "MQTT password"),
-    "keepalive_s": (30, "MQTT keepalive, seconds"),
-    "status_keys": ([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "status keys fitted on the panel"),
-    "long_press_keys": ([0], "keys that act only on a long press (the emergency key)"),
-    "debounce_ms": (50, "a key must be stable this long to count"),
-    "long_press_ms": (2000, "hold time of a long-press key"),
-    "undelivered_alarm_s": (60, "error pattern and buzzer when a press is still undelivered"),
-    "backoff_min_ms": (500, "first reconnect delay"),
-    "backoff_max_ms": (30000, "longest reconnect delay"),
-}
-
-for _tunables in (reporter.TUNABLES, fixfilter.TUNABLES):
-    for _key in _tunables:
-        DEFAULTS[_key] = _tunables[_key][1:]
+from flashstate import write_atomic
 
 FILE = "config.json"
+PUSHED = "settings.json"
+
+DEFAULTS = {
+    "unit_id": "unprovisioned",  # unit id: MQTT client id and user name
+    "board": "",  # board class name in boards/; empty: the port's own (virtual on unix)
+    "broker_host": "127.0.0.1",
+    "broker_port": 1883,
+    "mqtt_user": "",  # empty: the unit id, when a password is set
+    "mqtt_password": "",
+    "keepalive_s": 30,  # MQTT keepalive; a silent link is dead after 1.5 of these
+    "status_keys": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],  # status keys fitted on the panel
+    "long_press_keys": [0],  # keys that act only on a long press (the emergency key)
+    "debounce_ms": 50,  # a key must be stable this long to count
+    "long_press_ms": 2000,  # hold time of a long-press key
+    "undelivered_alarm_s": 60,  # error pattern and buzzer when a press is still undelivered
+    "backoff_min_ms": 500,  # first reconnect delay
+    "backoff_max_ms": 30000,  # longest reconnect delay
+}
+for _tunables in (reporter.TUNABLES, fixfilter.TUNABLES):
+    for _key in _tunables:
+        DEFAULTS[_key] = _tunables[_key][1]
+
+# What the gateway may change: never identity, broker or credentials, so that no push
+# can cut a unit off.
+LOCAL_ONLY = ("unit_id", "board", "broker_host", "broker_port", "mqtt_user", "mqtt_password")
 
 
-def defaults():
-    return {k: v[0] for k, v in DEFAULTS.items()}
-
-
-def _check(values):
-    for k, v in values.items():
+def check(values, pushed=False):
+    """ValueError naming the first bad key, if any."""
+    if not isinstance(values, dict):
+        raise ValueError("not a JSON object")
+    for k in values:
         if k not in DEFAULTS:
             raise ValueError("unknown key " + k)
-        want = type(DEFAULTS[k][0])
+        if pushed and k in LOCAL_ONLY:
+            raise ValueError(k + " is set by provisioning only")
+        want = type(DEFAULTS[k])
+        v = values[k]
         if type(v) is not want and not (want is float and type(v) is int):
             raise ValueError("%s must be %s" % (k, want.__name__))
 
 
-def load(path=FILE, log=print):
-    """Defaults overlaid with the file; a bad file is logged and ignored."""
-    cfg = defaults()
-    try:
-        with open(path) as f:
-            values = json.load(f)
-        if not isinstance(values, dict):
-            raise ValueError("not a JSON object")
-        _check(values)
+def _read(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _layer(path, pushed):
+    """The values of one layer's file and its version; OSError when there is none,
+    ValueError when it is invalid."""
+    data = _read(path)
+    values = data.get("values") if pushed and isinstance(data, dict) else data
+    check(values, pushed)
+    return values, data.get("version", 0) if pushed else 0
+
+
+def load(log=print):
+    """Defaults, then config.json, then the pushed settings; cfg['_version'] is the
+    version of the pushed settings in force (0: none)."""
+    cfg = dict(DEFAULTS)
+    cfg["_version"] = 0
+    for path, pushed in ((FILE, False), (PUSHED, True)):
+        try:
+            values, version = _layer(path, pushed)
+        except OSError:
+            if not pushed:
+                log("config: no %s, running on defaults" % path)
+            continue
+        except ValueError as e:
+            log("config: %s is invalid (%s), not used" % (path, e))
+            continue
         cfg.update(values)
-    except OSError:
-        log("config: no %s, running on defaults" % path)
-    except ValueError as e:
-        log("config: %s is invalid (%s), running on defaults" % (path, e))
+        cfg["_version"] = version
     return cfg
+
+
+def apply_pushed(cfg, values, version):
+    """Check, persist and apply settings pushed by the gateway; ValueError if refused."""
+    check(values, True)
+    try:
+        kept = _layer(PUSHED, True)[0]
+    except (OSError, ValueError):
+        kept = {}
+    kept.update(values)
+    write_atomic(PUSHED, json.dumps({"version": version, "values": kept}))
+    cfg.update(values)
+    cfg["_version"] = version

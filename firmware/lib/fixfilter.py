@@ -15,11 +15,11 @@ def distance_m(lat1, lon1, lat2, lon2):
     return EARTH_M * math.sqrt(x * x + y * y)
 
 
-# config key: (attribute, default, meaning)
+# config key: (attribute, default)
 TUNABLES = {
-    "gnss_min_sats": ("min_sats", 4, "a fix needs at least this many satellites"),
-    "gnss_max_hdop": ("max_hdop", 5.0, "a fix needs at most this HDOP"),
-    "gnss_max_speed": ("max_speed", 70.0, "m/s implied between two fixes; faster is a jump"),
+    "gnss_min_sats": ("min_sats", 4),  # a fix needs at least this many satellites
+    "gnss_max_hdop": ("max_hdop", 5.0),  # a fix needs at most this HDOP
+    "gnss_max_speed": ("max_speed", 70.0),  # m/s implied between two fixes: more is a jump
 }
 
 
@@ -27,15 +27,18 @@ class FixFilter:
     max_jumps = 10  # after this many jumps in a row the new place is trusted
 
     def __init__(self, cfg=None):
-        for key in TUNABLES:
-            attr, default, _ = TUNABLES[key]
-            setattr(self, attr, cfg.get(key, default) if cfg else default)
+        self.configure(cfg)
         self.valid = False
         self.t = 0.0  # fix time, Unix seconds (with milliseconds)
         self.lat = self.lon = 0.0
         self.speed = self.track = self.sats = self.hdop = None
         self.rejected = {"sats": 0, "hdop": 0, "jump": 0, "stale": 0}
         self._jumps = 0
+
+    def configure(self, cfg):
+        for key in TUNABLES:
+            attr, default = TUNABLES[key]
+            setattr(self, attr, cfg.get(key, default) if cfg else default)
 
     def _reject(self, why):
         self.rejected[why] += 1
@@ -52,7 +55,10 @@ class FixFilter:
             dt = t - self.t
             if dt <= 0:
                 return self._reject("stale")
-            if distance_m(self.lat, self.lon, fix.lat, fix.lon) > self.max_speed * dt and self._jumps < self.max_jumps:
+            if (
+                distance_m(self.lat, self.lon, fix.lat, fix.lon) > self.max_speed * dt
+                and self._jumps < self.max_jumps
+            ):
                 self._jumps += 1
                 return self._reject("jump")
         self._jumps = 0

@@ -141,9 +141,8 @@ class NMEADecoder:
         self.on_fix = None
         self.fix_status = ""  # '' before any RMC, then 'A' (fix) or 'V' (no fix)
         self.last_valid_ticks = None
-        self.sentences = 0  # RMC, GGA, GSA, VTG decoded
-        self.ignored = 0  # well-formed sentences of other types
-        self.unchecked = 0  # sentences taken without a checksum
+        # RMC, GGA, GSA and VTG decoded; well-formed ones of other types; taken without checksum
+        self.sentences = self.ignored = self.unchecked = 0
         self.errors = {"checksum": 0, "overlong": 0, "truncated": 0, "fields": 0, "noise": 0}
 
     def feed(self, data):
@@ -160,16 +159,15 @@ class NMEADecoder:
                 j = data.find(b"$", i)
                 # Bytes between sentences: blanks are fine, anything else is noise,
                 # counted once per run whatever the chunking.
-                if j != i and not self._noisy and _junk(src[i : j if j > 0 else n], 127, 9):
+                if j != i and not self._noisy and bytes(src[i : j if j > 0 else n]).strip():
                     self._noisy = True
                     self.errors["noise"] += 1
                 if j < 0:
                     break
                 buf[0] = 36
-                self._n = 1
+                fill = 1
                 self._noisy = False
                 i = j + 1
-                continue
             e = data.find(b"\n", i)
             if e < 0:
                 e = n
@@ -208,12 +206,12 @@ class NMEADecoder:
                 x ^= c
             kind = ""
             if x != _hex(buf[end + 1]) * 16 + _hex(buf[end + 2]):
-                kind = "noise" if _junk(self._mv[1:end], 32) else "checksum"
+                kind = "noise" if _junk(self._mv[1:end]) else "checksum"
         else:
             end = n
             kind = "truncated" if not nl else "checksum" if buf.find(b"*", 1, n) >= 0 else ""
             if not kind:
-                kind = "noise" if _junk(self._mv[1:n], 32) else ""
+                kind = "noise" if _junk(self._mv[1:n]) else ""
                 self.unchecked += not kind
         if not kind and (end < 6 or end > 6 and buf[6] != 44 and buf[1] != 80):
             kind = "fields"
@@ -339,7 +337,8 @@ class NMEADecoder:
         f.fix_type = ft
 
     def _vtg(self):
-        new = self._c(2) == "T"  # NMEA 2.3+: track,T,mag,M,kn,N,kmh,K,mode; 1.5: track,mag,kn,kmh
+        # NMEA 2.3+: track,T,mag,M,kn,N,kmh,K,mode (units may be blank when empty); 1.5: track,mag,kn,kmh
+        new = self._c(2) == "T" or self._c(6) == "N"
         if new and self._c(9) == "N":
             return
         kn = self._f(5 if new else 3)
@@ -372,10 +371,10 @@ def _digits(buf, s, e):
     return v
 
 
-def _junk(mv, lo, blank=32):
-    # True when mv holds a byte outside lo..126 that is not a blank (blank..13, or 32).
+def _junk(mv):
+    # True when mv holds a byte that is not printable ASCII.
     for c in mv:
-        if (c < lo or c > 126) and c != 32 and not blank <= c <= 13:
+        if c < 32 or c > 126:
             return True
     return False
 

@@ -5,27 +5,25 @@
 # Times are fix times (GNSS seconds), so the policy is the same at any replay speed.
 from fixfilter import distance_m
 
-# config key: (attribute, default, meaning); defaults chosen for emergency vehicles in a city
+# config key: (attribute, default); defaults chosen for emergency vehicles in a city
 TUNABLES = {
-    "report_max_period_s": ("max_period", 30, "moving: a report at least this often, s"),
-    "report_min_period_s": ("min_period", 1, "moving: never more often than this, s"),
-    "report_distance_m": ("distance", 500, "moving: a report after this distance, m"),
-    "report_angle_deg": ("angle", 25, "moving: a report when the heading turned this much"),
-    "report_angle_min_speed": ("angle_min_speed", 2.0, "heading counts only above this speed, m/s"),
-    "report_speed_delta": ("speed_delta", 12.0, "moving: a report when speed changed this much, m/s"),
-    "report_heartbeat_s": ("heartbeat", 120, "stopped: a report this often, s"),
-    "report_start_speed": ("start_speed", 2.5, "moving when faster than this ..., m/s"),
-    "report_start_s": ("start_s", 3, "... for this long, s"),
-    "report_stop_speed": ("stop_speed", 1.0, "stopped when slower than this ..., m/s"),
-    "report_stop_s": ("stop_s", 60, "... for this long, s (longer than a red light)"),
+    "report_max_period_s": ("max_period", 30),  # moving: a report at least this often, s
+    "report_min_period_s": ("min_period", 1),  # moving: never more often than this, s
+    "report_distance_m": ("distance", 500),  # moving: a report after this distance, m
+    "report_angle_deg": ("angle", 25),  # moving: a report when the heading turned this much
+    "report_angle_min_speed": ("angle_min_speed", 2.0),  # heading counts above this, m/s
+    "report_speed_delta": ("speed_delta", 12.0),  # moving: speed changed this much, m/s
+    "report_heartbeat_s": ("heartbeat", 120),  # stopped: a report this often, s
+    "report_start_speed": ("start_speed", 2.5),  # moving when faster than this ..., m/s
+    "report_start_s": ("start_s", 3),  # ... for this long, s
+    "report_stop_speed": ("stop_speed", 1.0),  # stopped when slower than this ..., m/s
+    "report_stop_s": ("stop_s", 60),  # ... for this long, s (longer than a red light)
 }
 
 
 class ReportPolicy:
     def __init__(self, cfg=None):
-        for key in TUNABLES:
-            attr, default, _ = TUNABLES[key]
-            setattr(self, attr, cfg.get(key, default) if cfg else default)
+        self.configure(cfg)
         self.moving = False
         self.forced = None
         self.last_t = None
@@ -33,6 +31,11 @@ class ReportPolicy:
         self.last_speed = 0.0
         self.last_heading = None
         self._since = None  # when the speed crossed the start or stop threshold
+
+    def configure(self, cfg):
+        for key in TUNABLES:
+            attr, default = TUNABLES[key]
+            setattr(self, attr, cfg.get(key, default) if cfg else default)
 
     def force(self, reason="status"):
         """The next fix is reported, whatever the thresholds (a status change)."""

@@ -50,6 +50,8 @@ class Unit:
         )
         self.client = None
         self.reports = 0
+        self.heap_peak = 0
+        self.heap_code = 0
 
     def next_seq(self):
         seq = self.seq
@@ -77,6 +79,26 @@ class Unit:
         if msg["_type"] == "ack" and msg["boot"] == self.boot:
             self.unacked.pop(msg["seq"], None)
             self.feedback.acked(msg["seq"])
+        elif msg["_type"] == "config":
+            self.apply_settings(msg["values"], msg["version"])
+
+    def apply_settings(self, values, version):
+        """Settings pushed by the gateway: checked, kept on flash, in force at once."""
+        import config
+
+        if version <= self.cfg["_version"]:
+            return  # a repeat of what is in force
+        try:
+            config.apply_pushed(self.cfg, values, version)
+        except (ValueError, OSError) as e:
+            self.log("settings %d refused: %s" % (version, e))
+            return
+        cfg = self.cfg
+        self.policy.configure(cfg)
+        self.fixes.configure(cfg)
+        self.keypad.debounce_ms, self.keypad.long_press_ms = cfg["debounce_ms"], cfg["long_press_ms"]
+        self.feedback.alarm_ms = cfg["undelivered_alarm_s"] * 1000
+        self.log("settings %d in force: %s" % (version, ", ".join(sorted(values))))
 
     # GNSS
     async def gnss_task(self):
@@ -101,6 +123,31 @@ class Unit:
         if reason:
             self.report_due = reason
             self.wake.set()
+
+    async def housekeeping_task(self):
+        """At a quiet point each second: collect garbage, note the live heap's peak."""
+        n = 0
+        while True:
+            await asyncio.sleep_ms(1000)
+            gc.collect()
+            self.heap_peak = max(self.heap_peak, gc.mem_alloc())
+            n += 1
+            if n % 600 == 0:
+                self.log_stats()
+
+    def log_stats(self):
+        self.log(
+            "stats: heap peak %d code %d free %d; reports %d; nmea ok %d errors %s; rejected %s"
+            % (
+                self.heap_peak,
+                self.heap_code,
+                gc.mem_free(),
+                self.reports,
+                self.gnss.sentences,
+                self.gnss.errors,
+                self.fixes.rejected,
+            )
+        )
 
     async def keys_task(self):
         while True:
@@ -197,6 +244,7 @@ class Unit:
             fw=FIRMWARE_VERSION,
             board=self.board.name + "/" + self.board.revision,
             reset=self.board.reset_cause(),
+            cfg=self.cfg["_version"],
         )
         reader = asyncio.create_task(client.run())
         await client.publish(self.topic("conn"), birth, qos=1, retain=True)
@@ -241,6 +289,7 @@ class Unit:
                 await client.disconnect()
             except LINK_ERRORS:
                 pass
+        self.log_stats()
         self.log("shut down")
         raise SystemExit(0)
 
@@ -248,6 +297,7 @@ class Unit:
         self.log("unit %s boot %d" % (self.unit_id, self.boot))
         asyncio.create_task(self.gnss_task())
         asyncio.create_task(self.keys_task())
+        asyncio.create_task(self.housekeeping_task())
         asyncio.create_task(self.board.run(self))
         await self.link_task()
         while True:

