@@ -1,5 +1,7 @@
 """NMEA sentences decoded per second by the firmware's decoder in the MicroPython unix
-port, and, as a reference measured in the same run, by pynmea2 in CPython."""
+port; and, against a reference measured in the same run, the sentences it handles per
+second (decoded or skipped as not needed) relative to pynmea2 parsing every line in
+CPython."""
 
 import time
 from pathlib import Path
@@ -37,8 +39,9 @@ def figures():
         "\n".join(str(Path(f).resolve()) for f in files).encode(),
         heap="8M",
     )[0]
-    rate = out["sentences"] * 1000 / out["ms"]
+    rate = out["sentences"] * 1000 / out["ms"]  # RMC, GGA, GSA, VTG decoded
+    handled = out["handled"] * 1000 / out["ms"]  # and the well-formed ones it skips (GSV, ...)
     return [
         ("firmware.nmea_sentences_per_s", round(rate), "sentences/s"),
-        ("firmware.nmea_vs_pynmea2", round(rate / pynmea2_rate(files), 3), "ratio"),
+        ("firmware.nmea_vs_pynmea2", round(handled / pynmea2_rate(files), 3), "ratio"),
     ]

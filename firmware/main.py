@@ -7,9 +7,9 @@ import gc  # noqa: E402
 
 import asyncio  # noqa: E402
 
-import boards  # noqa: E402
-import config  # noqa: E402
 from unit import Unit  # noqa: E402
+
+BOOT_ONLY = ("config", "boards")  # needed to start, then given back to the heap
 
 
 def _crash(loop, context):
@@ -17,12 +17,20 @@ def _crash(loop, context):
     sys.print_exception(context["exception"])
 
 
-def main():
+def _build():
+    import boards
+    import config
+
     cfg = config.load()
-    board = boards.load(cfg)
+    return Unit(boards.load(cfg), cfg)
+
+
+def main():
+    unit = _build()
+    for name in BOOT_ONLY:
+        sys.modules.pop(name, None)
     gc.collect()
-    unit = Unit(board, cfg)
-    unit.heap_code = gc.mem_alloc()  # the code's share of the heap (zero when frozen)
+    unit.heap_code = gc.mem_alloc()  # code and objects at start (code: none when frozen)
     loop = asyncio.get_event_loop()
     loop.set_exception_handler(_crash)
     try:

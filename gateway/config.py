@@ -21,6 +21,13 @@ class Setting:
 
 SETTINGS = (
     Setting("mqtt", "127.0.0.1:1883", "SIAGA_MQTT", "--mqtt", "broker address HOST:PORT"),
+    Setting(
+        "mqtt_client_id",
+        "siaga-gateway",
+        "SIAGA_MQTT_CLIENT_ID",
+        "--mqtt-client-id",
+        "MQTT client id; the broker keeps this session's messages while the gateway is away",
+    ),
     Setting("mqtt_user", "", "SIAGA_MQTT_USER", "--mqtt-user", "MQTT user name of the gateway"),
     Setting("mqtt_password", "", "SIAGA_MQTT_PASSWORD", None, "MQTT password (file or environment only)"),
     Setting("http_host", "127.0.0.1", "SIAGA_HTTP_HOST", "--http-host", "address the HTTP API listens on"),

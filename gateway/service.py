@@ -32,6 +32,7 @@ class Gateway:
             self.pipeline,
             host,
             port,
+            client_id=settings["mqtt_client_id"],
             username=settings["mqtt_user"] or None,
             password=settings["mqtt_password"] or None,
             clock=clock,

@@ -109,9 +109,9 @@ class Link:
         framer = MQTTFramer()
         try:
             while True:
-                while self.silent.is_set() and not self._stop.is_set():
-                    time.sleep(0.02)  # bytes wait in the TCP buffers: nothing arrives
+                self._hold()
                 data = src.recv(65536)
+                self._hold()  # what was in flight when the dead zone began waits too
                 if not data:
                     break
                 for packet, header_len in framer.feed(data):
@@ -125,6 +125,10 @@ class Link:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def _hold(self):
+        while self.silent.is_set() and not self._stop.is_set():
+            time.sleep(0.02)  # bytes wait in the TCP buffers: nothing arrives, no close
 
     def cut(self):
         """Close every connection now (the modem dropped the data session)."""

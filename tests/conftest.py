@@ -15,6 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from provisioning.mosquitto import Mosquitto, die_with_parent, free_port
+from simulators.link import Link
 from simulators.vunit import VirtualUnit
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,7 +55,7 @@ class GatewayProc:
         self.mqtt_port = mqtt_port
         self.http_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
-        self.extra = list(extra)
+        self.extra = ["--mqtt-client-id", f"gw-{self.http_port}", *extra]
         self.proc = None
 
     def start(self):
@@ -148,6 +149,14 @@ def vunits(broker, tmp_path):
     for u in started:
         u.stop(clean=False)
         print(f"--- console of {u.unit_id} (shown when a test fails)", *u.lines[-40:], sep="\n")
+
+
+@pytest.fixture
+def link(broker):
+    """A unit's data link to the broker that a test can silence or cut."""
+    lk = Link(broker.port).start()
+    yield lk
+    lk.stop()
 
 
 @pytest.fixture

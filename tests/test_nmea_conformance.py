@@ -136,9 +136,9 @@ def test_edge_cases_through_nmea_dump_in_micropython():
 # pynmea2 ---------------------------------------------------------------------------------
 
 
-def rmc_fields(rng_or_draw):
-    """Fields of an RMC with a valid fix; the date stays where pynmea2's year pivot agrees."""
-    pick = rng_or_draw
+def rmc_fields(pick):
+    """Fields of an RMC with a valid fix, numbers from pick(lo, hi) (random.randint or
+    Hypothesis); the date stays where pynmea2's year pivot agrees with gpsd's."""
     when = datetime.datetime(1980, 1, 1) + datetime.timedelta(seconds=pick(0, 89 * 365 * 86400))
     decimals = pick(0, 3)
     t = when.strftime("%H%M%S") + ("." + "%0*d" % (decimals, pick(0, 10**decimals - 1)) if decimals else "")

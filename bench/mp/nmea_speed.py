@@ -21,4 +21,4 @@ while time.ticks_diff(time.ticks_ms(), start) < 3000:
             d.feed(mv[i : i + 256])
     rounds += 1
 ms = time.ticks_diff(time.ticks_ms(), start)
-print(json.dumps({"sentences": d.sentences, "ms": ms, "rounds": rounds}))
+print(json.dumps({"sentences": d.sentences, "handled": d.sentences + d.ignored, "ms": ms, "rounds": rounds}))
