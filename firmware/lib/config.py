@@ -4,7 +4,8 @@
 #   3. settings.json, the settings the gateway pushed over the downlink (`config`
 #      messages), kept with their version and written atomically (temp file, rename).
 # An invalid file or push is reported and refused: the unit keeps its last good values
-# and never boots into a dead state.
+# (an invalid config.json: the copy of the last one that loaded) and never boots into a
+# dead state.
 import json
 
 import fixfilter
@@ -12,6 +13,7 @@ import reporter
 from flashstate import write_atomic
 
 FILE = "config.json"
+GOOD = "config.good.json"  # a copy of the last config.json that loaded
 PUSHED = "settings.json"
 
 DEFAULTS = {
@@ -68,23 +70,44 @@ def _layer(path, pushed):
     return values, data.get("version", 0) if pushed else 0
 
 
-def load(log=print):
-    """Defaults, then config.json, then the pushed settings; cfg['_version'] is the
-    version of the pushed settings in force (0: none)."""
-    cfg = dict(DEFAULTS)
-    cfg["_version"] = 0
-    for path, pushed in ((FILE, False), (PUSHED, True)):
+def _provisioned(log):
+    """config.json; when it is invalid, the last good copy of it (and say so)."""
+    try:
+        values = _layer(FILE, False)[0]
+    except OSError:
+        log("config: no %s, running on defaults" % FILE)
+        return {}
+    except ValueError as e:
+        log("config: %s is invalid (%s)" % (FILE, e))
         try:
-            values, version = _layer(path, pushed)
-        except OSError:
-            if not pushed:
-                log("config: no %s, running on defaults" % path)
-            continue
-        except ValueError as e:
-            log("config: %s is invalid (%s), not used" % (path, e))
-            continue
+            values = _layer(GOOD, False)[0]
+        except (OSError, ValueError):
+            log("config: no good copy either, running on defaults")
+            return {}
+        log("config: running on the last good copy, %s" % GOOD)
+        return values
+    try:
+        good = _layer(GOOD, False)[0]
+    except (OSError, ValueError):
+        good = None
+    if good != values:
+        write_atomic(GOOD, json.dumps(values))
+    return values
+
+
+def load(log=print):
+    """Defaults, then config.json (or its last good copy), then the pushed settings;
+    cfg['_version'] is the version of the pushed settings in force (0: none)."""
+    cfg = dict(DEFAULTS)
+    cfg.update(_provisioned(log))
+    cfg["_version"] = 0
+    try:
+        values, cfg["_version"] = _layer(PUSHED, True)
         cfg.update(values)
-        cfg["_version"] = version
+    except OSError:
+        pass
+    except ValueError as e:
+        log("config: %s is invalid (%s), not used" % (PUSHED, e))
     return cfg
 
 

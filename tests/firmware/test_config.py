@@ -31,7 +31,20 @@ def test_broken_json_is_reported_and_ignored():
     _write("config.json", '{"unit_id": "amb-01", ')
     cfg, logged = _load()
     assert cfg["unit_id"] == "unprovisioned"
-    assert "invalid" in logged[0]
+    assert "invalid" in logged[0] and "defaults" in logged[1]
+
+
+def test_a_broken_file_falls_back_to_the_last_good_one():
+    _write("config.json", '{"unit_id": "amb-01", "broker_host": "10.1.2.3"}')
+    assert _load()[0]["unit_id"] == "amb-01"
+    _write("config.json", '{"unit_id": "amb-01", "broker_host": ')  # torn by a power cut
+    cfg, logged = _load()
+    assert cfg["unit_id"] == "amb-01" and cfg["broker_host"] == "10.1.2.3"
+    assert "invalid" in logged[0] and "last good copy" in logged[1]
+    _write("config.json", '{"unit_id": "amb-02"}')  # a good new file becomes the good copy
+    assert _load()[0]["unit_id"] == "amb-02"
+    with open("config.good.json") as f:
+        assert json.load(f) == {"unit_id": "amb-02"}
 
 
 def test_wrong_type_or_unknown_key_is_refused():
