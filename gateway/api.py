@@ -6,13 +6,13 @@ Every error leaves as one JSON body: {"error": {"code": ..., "message": ...}}.
 import asyncio
 import json
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from . import __version__, protocol, store
+from . import __version__, api_dispatch, api_reports, protocol, store
 from .errors import ApiError, BadRequest, NotFound
 
 KINDS = ("ambulance", "fire_truck", "rescue", "police", "other")
@@ -30,6 +30,11 @@ class UnitIn(BaseModel):
 
 class SettingsIn(BaseModel):
     values: dict[str, int | float | str | bool | list[int]]
+
+
+def user_of():
+    """Who acts: the X-Siaga-User header until logins arrive (the dispatcher's map)."""
+    return Header("api", alias="X-Siaga-User", max_length=64)
 
 
 def error_body(status, code, message):
@@ -64,8 +69,8 @@ def create_app(gw):
     _install_errors(app)
     reader = gw.store.reader()
 
-    def unit_json(row):
-        view = gw.pipeline.view(row["unit_id"], gw.clock())
+    def unit_json(row, now=None):
+        view = gw.pipeline.view(row["unit_id"], gw.clock() if now is None else now)
         return {
             "unit_id": row["unit_id"],
             "callsign": row["callsign"],
@@ -79,6 +84,9 @@ def create_app(gw):
         if row is None:
             raise NotFound(f"no unit {unit_id!r} is registered")
         return row
+
+    app.include_router(api_dispatch.router(gw, registered, unit_json, user_of))
+    app.include_router(api_reports.router(gw, registered, reader))
 
     @app.get("/api/v1/health")
     def health():

@@ -1,53 +1,69 @@
 """Every unit's state, decided from events and an explicit `now`.
 
-Sans-I/O: no MQTT, no SQLite, no clock. `apply(state, event)` folds one event into a
-unit's state; `view(state, now, ...)` derives what a dispatcher sees. Everything that
-decides availability lives in this module, in the tables below.
+Sans-I/O: no MQTT, no SQLite, no clock. `apply(state, event, scheme)` folds one event
+into a unit's state; `view(state, now, limits, scheme, home)` derives what a dispatcher
+sees. Everything that decides availability lives in this module, in its tables:
+HANDLERS (what each event does), AVAILABILITY_RULES (which availability wins) and
+FLAG_RULES (what a dispatcher is warned of).
 
-Events carry an *order*, so that the same set of events in any order and with any
-duplicates folds to the same state: a status press is ordered by (press time, boot,
-seq), a position by (fix time, boot, seq), a connection event by (boot, seq, kind).
+Events carry an *order*, so that the same set of events, in any order and with any
+duplicates, folds to the same state:
+- a crew press: (press time, 0, boot, seq); a dispatcher action: (time, 1, action id, 0),
+  so at the same second the dispatcher's action is the newer;
+- a position: (fix time, boot, seq); a connection message: (boot, seq, kind rank).
 An event older than what is in force is history: the store keeps it, the state does not
-move.
+move. Statuses and locks are kept as a short, ordered history, from which the status in
+force is derived: the newest status wins, except that a crew press made while the
+dispatcher had locked the unit's status loses; the loser is shown, not hidden.
 """
 
+import math
 from dataclasses import dataclass, replace
 
 NEVER = ()
+CREW, DISPATCHER = "crew", "dispatcher"
+HISTORY = 16  # statuses and locks kept in the state; older ones live in the store
 
 # What a connection message says about the link, and its rank among messages of the
 # same (boot, seq): the will of a session is newer than the birth of that session.
-LINK_EVENTS = {
-    "birth": ("online", 0),
-    "will": ("lost", 1),
-    "bye": ("shutdown", 2),
-}
+LINK_EVENTS = {"birth": ("online", 0), "will": ("lost", 1), "bye": ("shutdown", 2)}
 
-# Flag keys change no status, they raise a flag until the next press.
+# Crew keys that raise a flag rather than set a status.
 FLAG_KEYS = {5: "talk_request"}
+ACK_KEYS = (3,)  # the crew acknowledges an assignment by pressing "en route"
+# A unit's clock (GNSS, whole seconds) and the gateway's may differ by a little: a press
+# this close before an assignment still acknowledges it.
+CLOCK_SKEW = 2.0
+MOVING_SPEED = 1.0  # m/s: faster is moving
 
 
 @dataclass(frozen=True)
 class Limits:
     offline_after: float = 300.0  # s without any message: offline
     position_stale_after: float = 180.0  # s since the fix time: position is stale
+    assign_ack_after: float = 60.0  # s assigned without the crew's "en route": flag
+    station_radius_m: float = 500.0  # "at station" farther than this from home: flag
+    en_route_idle_after: float = 300.0  # s "en route" without moving: flag
 
 
 @dataclass(frozen=True)
 class UnitState:
     unit_id: str
-    status_key: int | None = None
-    status_order: tuple = NEVER
-    status_t: int | None = None
-    flag_key: int | None = None
-    flag_order: tuple = NEVER
+    statuses: tuple = ()  # ((order, key, source, reason), ...) oldest first
+    locks: tuple = ()  # ((order, locked), ...) oldest first
+    flag: tuple = ()  # (order, key) of the newest flag press
     emergency_order: tuple = NEVER
     emergency_cleared_order: tuple = NEVER
+    assignment: tuple = ()  # (order, incident dict, or None once released)
     link: str = "unknown"
     link_order: tuple = NEVER
     last_seen: float | None = None
     position: dict | None = None
     position_order: tuple = NEVER
+    last_moved_t: float | None = None  # fix time of the newest fix while moving
+
+
+# events
 
 
 @dataclass(frozen=True)
@@ -60,7 +76,7 @@ class StatusPressed:
 
     @property
     def order(self):
-        return (self.t, self.boot, self.seq)
+        return (self.t, 0, self.boot, self.seq)
 
 
 @dataclass(frozen=True)
@@ -86,28 +102,55 @@ class LinkChanged:
         return (self.boot, self.seq, LINK_EVENTS[self.kind][1])
 
 
+@dataclass(frozen=True)
+class DispatcherAction:
+    """action: status | lock | unlock | assign | release | clear_emergency"""
+
+    action: str
+    t: float
+    action_id: int
+    received_at: float
+    key: int | None = None
+    reason: str = ""
+    incident: dict | None = None
+
+    @property
+    def order(self):
+        return (self.t, 1, self.action_id, 0)
+
+
+# folding events into the state
+
+
+def _insert(history, item):
+    """Add `item` (whose first element is its order) to an ordered history, once."""
+    if item in history:
+        return history
+    return tuple(sorted(history + (item,)))[-HISTORY:]
+
+
 def _seen(state, event):
     if state.last_seen is not None and state.last_seen >= event.received_at:
         return state
     return replace(state, last_seen=event.received_at)
 
 
-def _on_status(state, ev, scheme):
+def _on_press(state, ev, scheme):
     if ev.key in FLAG_KEYS:
-        if ev.order > state.flag_order:
-            state = replace(state, flag_key=ev.key, flag_order=ev.order)
-        return state
+        return replace(state, flag=max(state.flag, (ev.order, ev.key)))
     status = scheme.get(ev.key)
-    if status is not None and status.availability == "emergency" and ev.order > state.emergency_order:
-        state = replace(state, emergency_order=ev.order)
-    if ev.order > state.status_order:
-        state = replace(state, status_key=ev.key, status_order=ev.order, status_t=ev.t)
-    return state
+    if status is not None and status.availability == "emergency":
+        return replace(state, emergency_order=max(state.emergency_order, ev.order))
+    return replace(state, statuses=_insert(state.statuses, (ev.order, ev.key, CREW, "")))
 
 
 def _on_position(state, ev, scheme):
+    rec = ev.record
+    moved = state.last_moved_t
+    if rec["speed"] is not None and rec["speed"] >= MOVING_SPEED and (moved is None or rec["t"] > moved):
+        state = replace(state, last_moved_t=rec["t"])
     if ev.order > state.position_order:
-        return replace(state, position=dict(ev.record), position_order=ev.order)
+        state = replace(state, position=dict(rec), position_order=ev.order)
     return state
 
 
@@ -117,16 +160,99 @@ def _on_link(state, ev, scheme):
     return state
 
 
+def _status(state, ev):
+    return replace(state, statuses=_insert(state.statuses, (ev.order, ev.key, DISPATCHER, ev.reason)))
+
+
+def _lock(locked):
+    return lambda state, ev: replace(state, locks=_insert(state.locks, (ev.order, locked)))
+
+
+def _assignment(incident_of):
+    def fold(state, ev):
+        if state.assignment and state.assignment[0] >= ev.order:
+            return state
+        return replace(state, assignment=(ev.order, incident_of(ev)))
+
+    return fold
+
+
+def _clear_emergency(state, ev):
+    return replace(state, emergency_cleared_order=max(state.emergency_cleared_order, ev.order))
+
+
+# What each dispatcher action does to a unit's state.
+DISPATCHER_ACTIONS = {
+    "status": _status,
+    "lock": _lock(True),
+    "unlock": _lock(False),
+    "assign": _assignment(lambda ev: ev.incident),
+    "release": _assignment(lambda ev: None),
+    "clear_emergency": _clear_emergency,
+}
+
+
+def _on_action(state, ev, scheme):
+    return DISPATCHER_ACTIONS[ev.action](state, ev)
+
+
 HANDLERS = {
-    StatusPressed: _on_status,
+    StatusPressed: _on_press,
     PositionFix: _on_position,
     LinkChanged: _on_link,
+    DispatcherAction: _on_action,
 }
 
 
 def apply(state, event, scheme):
     """Fold one event into a unit's state; returns the new state."""
     return HANDLERS[type(event)](_seen(state, event), event, scheme)
+
+
+# deriving what a dispatcher sees
+
+
+def locked_at(state, order):
+    """Whether the dispatcher's lock was on at `order`."""
+    on = False
+    for lock_order, locked in state.locks:
+        if lock_order > order:
+            break
+        on = locked
+    return on
+
+
+def status_in_force(state):
+    """(current, overridden): the status event in force, and the newest event of the
+    other source that it overrode or that lost against a lock (None if there is none)."""
+    current, previous = None, {}
+    for ev in state.statuses:
+        if ev[2] == CREW and locked_at(state, ev[0]):
+            continue
+        if current is not None:
+            previous[current[2]] = current
+        current = ev
+    if current is None:
+        return None, None
+    since = previous.get(current[2], (NEVER,))[0]
+    rivals = [ev for ev in state.statuses if ev[2] != current[2] and ev[1] != current[1] and ev[0] > since]
+    return current, (rivals[-1] if rivals else None)
+
+
+def _assignment_state(state, scheme):
+    """(incident or None, acknowledged) of the assignment in force."""
+    if not state.assignment or state.assignment[1] is None:
+        return None, False
+    order, incident = state.assignment
+    acked = any(
+        ev[0][0] >= order[0] - CLOCK_SKEW and ev[2] == CREW and ev[1] in ACK_KEYS for ev in state.statuses
+    )
+    current, _ = status_in_force(state)
+    if acked and current is not None and current[0] > order:
+        status = scheme.get(current[1])
+        if status is not None and status.availability == "available":
+            return None, True  # the crew is back in service: the assignment is over
+    return incident, acked
 
 
 def _offline(state, now, limits, scheme):
@@ -139,9 +265,15 @@ def _emergency(state, now, limits, scheme):
     return state.emergency_order > state.emergency_cleared_order
 
 
+def _assigned(state, now, limits, scheme):
+    incident, acked = _assignment_state(state, scheme)
+    return incident is not None and not acked
+
+
 def _by_status(state, now, limits, scheme):
-    status = scheme.get(state.status_key)
-    return status is not None and status.availability not in ("unchanged", "emergency")
+    current, _ = status_in_force(state)
+    status = current and scheme.get(current[1])
+    return bool(status) and status.availability not in ("unchanged", "emergency")
 
 
 # Availability, first rule that holds wins. A unit whose crew has never pressed a key
@@ -149,6 +281,7 @@ def _by_status(state, now, limits, scheme):
 AVAILABILITY_RULES = (
     ("offline", _offline),
     ("emergency", _emergency),
+    ("assigned", _assigned),
     ("status", _by_status),
     ("out_of_service", lambda *_: True),
 )
@@ -158,31 +291,91 @@ def availability(state, now, limits, scheme):
     for name, holds in AVAILABILITY_RULES:
         if holds(state, now, limits, scheme):
             if name == "status":
-                return scheme.get(state.status_key).availability
+                return scheme.get(status_in_force(state)[0][1]).availability
             return name
     raise AssertionError("the last rule always holds")
 
 
-def _flags(state, now, limits):
-    flags = []
-    if state.flag_key is not None and state.flag_order > state.status_order:
-        flags.append(FLAG_KEYS[state.flag_key])
-    pos = state.position
-    if pos is not None and now - pos["t"] > limits.position_stale_after:
-        flags.append("position_stale")
-    return flags
+def distance_m(a_lat, a_lon, b_lat, b_lon):
+    la1, lo1, la2, lo2 = map(math.radians, (a_lat, a_lon, b_lat, b_lon))
+    h = math.sin((la2 - la1) / 2) ** 2 + math.cos(la1) * math.cos(la2) * math.sin((lo2 - lo1) / 2) ** 2
+    return 2 * 6_371_000 * math.asin(math.sqrt(h))
 
 
-def view(state, now, limits, scheme):
-    """What a dispatcher sees of one unit at `now`: a JSON-ready dict."""
-    status = scheme.get(state.status_key)
+def _current_key(state):
+    current, _ = status_in_force(state)
+    return current and current[1]
+
+
+def _talk_request(state, now, limits, scheme, home):
+    current, _ = status_in_force(state)
+    return bool(state.flag) and (current is None or state.flag[0] > current[0])
+
+
+def _position_stale(state, now, limits, scheme, home):
+    return state.position is not None and now - state.position["t"] > limits.position_stale_after
+
+
+def _assigned_no_ack(state, now, limits, scheme, home):
+    return _assigned(state, now, limits, scheme) and now - state.assignment[0][0] > limits.assign_ack_after
+
+
+def _away_from_station(state, now, limits, scheme, home):
     pos = state.position
+    if _current_key(state) != 2 or pos is None or not home or home[0] is None:
+        return False
+    return distance_m(pos["lat"], pos["lon"], home[0], home[1]) > limits.station_radius_m
+
+
+def _en_route_not_moving(state, now, limits, scheme, home):
+    current, _ = status_in_force(state)
+    if current is None or current[1] != 3:
+        return False
+    since = max(current[0][0], state.last_moved_t or 0)
+    return now - since > limits.en_route_idle_after
+
+
+def _status_locked(state, now, limits, scheme, home):
+    return locked_at(state, (math.inf,))
+
+
+# What a dispatcher is warned of, each rule on its own.
+FLAG_RULES = (
+    ("talk_request", _talk_request),
+    ("position_stale", _position_stale),
+    ("assigned_no_ack", _assigned_no_ack),
+    ("away_from_station", _away_from_station),
+    ("en_route_not_moving", _en_route_not_moving),
+    ("status_locked", _status_locked),
+)
+
+
+def _status_json(ev, scheme):
+    if ev is None:
+        return None
+    status = scheme.get(ev[1])
+    out = status.as_json() if status else {"key": ev[1], "code": None, "label": None, "label_en": None}
+    return dict(out, since=ev[0][0], source=ev[2], reason=ev[3])
+
+
+def view(state, now, limits, scheme, home=None):
+    """What a dispatcher sees of one unit at `now`: a JSON-ready dict. `home` is the
+    unit's home station (lat, lon) from the registry, or None."""
+    current, overridden = status_in_force(state)
+    incident, acked = _assignment_state(state, scheme)
+    pos = state.position
+    emergency = _emergency(state, now, limits, scheme)
     return {
         "unit_id": state.unit_id,
         "availability": availability(state, now, limits, scheme),
-        "status": dict(status.as_json(), since=state.status_t) if status else None,
+        "status": _status_json(current, scheme),
+        "overridden": _status_json(overridden, scheme),
+        "emergency": {"since": state.emergency_order[0]} if emergency else None,
+        "assignment": None
+        if incident is None
+        else dict(incident, acknowledged=acked, assigned_at=state.assignment[0][0]),
         "link": state.link,
-        "flags": _flags(state, now, limits),
+        "flags": [name for name, holds in FLAG_RULES if holds(state, now, limits, scheme, home)],
         "position": None
         if pos is None
         else {
@@ -197,3 +390,20 @@ def view(state, now, limits, scheme):
         },
         "last_seen": state.last_seen,
     }
+
+
+# the state as JSON (for the store)
+
+
+def _tuples(value):
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def to_json(state):
+    return vars(state)
+
+
+def from_json(data):
+    return UnitState(**{k: (v if k == "position" else _tuples(v)) for k, v in data.items()})

@@ -12,7 +12,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from .pipeline import Incoming
+from .pipeline import Action, Incoming
 
 log = logging.getLogger("siaga.ingest")
 
@@ -97,14 +97,23 @@ class Ingest:
         """A downlink message, QoS 1: the broker keeps it for an offline unit's session."""
         self.client.publish(topic, payload, qos=1)
 
+    def submit(self, action, timeout=10):
+        """Run a dispatcher action on the worker thread, in turn with the messages;
+        returns (action id, the unit's new view)."""
+        self.inbox.put(action)
+        return action.done.result(timeout)
+
     def _handle(self, items):
         try:
             out = self.pipeline.handle(items, self.clock())
-        except Exception:
-            log.exception("batch of %d messages failed; not acknowledged", len(items))
+        except Exception as e:
+            log.exception("batch of %d items failed; not acknowledged", len(items))
+            for item in items:
+                if isinstance(item, Action) and not item.done.done():
+                    item.done.set_exception(e)
             return
         for item in items:
-            if item.qos:
+            if isinstance(item, Incoming) and item.qos:
                 self.client.ack(item.mid, item.qos)
         for topic, payload in out.downlinks:
             self.client.publish(topic, payload, qos=1)

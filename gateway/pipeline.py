@@ -1,10 +1,13 @@
-"""One batch of MQTT messages through the gateway: decode → validate → reconcile →
-store → publish. The caller (ingest) commits nothing itself: it acknowledges the
-messages to the broker only after `handle` has returned, i.e. after the commit.
+"""Everything that changes a unit's state goes through here, one batch at a time, on the
+ingest worker's thread: MQTT messages (decode → validate → reconcile → store → publish)
+and dispatcher actions (record → reconcile → publish, and the unit's downlink). The
+caller acknowledges MQTT messages to the broker only after `handle` has returned, that
+is after the commit.
 """
 
 import logging
 from collections import Counter
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from . import availability, protocol, validate
@@ -20,6 +23,21 @@ class Incoming:
     received_at: float
     mid: int = 0
     qos: int = 0
+
+
+@dataclass
+class Action:
+    """A dispatcher action on one unit; `done` gets the unit's new view."""
+
+    unit_id: str
+    action: str
+    t: float
+    user: str = ""
+    key: int | None = None
+    reason: str = ""
+    incident: dict | None = None
+    action_id: int | None = None
+    done: Future = field(default_factory=Future)
 
 
 @dataclass
@@ -44,11 +62,14 @@ class Pipeline:
         return self.states.get(unit_id) or availability.UnitState(unit_id)
 
     def view(self, unit_id, now):
-        return availability.view(self.state(unit_id), now, self.limits, self.scheme)
+        row = self.registry.get(unit_id) or {}
+        home = (row.get("home_lat"), row.get("home_lon"))
+        return availability.view(self.state(unit_id), now, self.limits, self.scheme, home)
 
     def refresh_registry(self):
         self.registry = self.store.units()
 
+    # MQTT messages
     def _decode(self, item):
         msg = protocol.decode(item.topic, item.payload)
         if msg.unit not in self.registry:
@@ -71,34 +92,62 @@ class Pipeline:
         log.warning("refused %s: %s (%s)", item.topic, err.message, err.code)
         self.store.quarantine(item.topic, unit, err.code, err.message, item.payload, item.received_at)
 
-    def _one(self, item, touched, out):
+    def _fold(self, unit_id, events, touched):
+        state = self.state(unit_id)
+        for ev in events:
+            state = availability.apply(state, ev, self.scheme)
+        self.states[unit_id] = state
+        touched.add(unit_id)
+
+    def _message(self, item, touched, out):
         try:
             msg, evs = self._decode(item)
         except (ProtocolError, Rejected) as err:
             self._refuse(item, err)
             return
-        state = self.state(msg.unit)
-        for ev in evs:
-            state = availability.apply(state, ev, self.scheme)
-        self.states[msg.unit] = state
-        touched.add(msg.unit)
+        self._fold(msg.unit, evs, touched)
         down = self._store(msg, item)
         if down:
             out.downlinks.append(down)
         self.accepted += 1
 
+    # dispatcher actions
+    def _action(self, act, touched, out):
+        action_id = self.store.add_action(act)
+        event = availability.DispatcherAction(
+            act.action,
+            act.t,
+            action_id,
+            act.t,
+            act.key,
+            act.reason,
+            act.incident and dict(act.incident, id=action_id),
+        )
+        self._fold(act.unit_id, [event], touched)
+        down = protocol.encode_action(act.action, action_id, act.incident)
+        if down:
+            out.downlinks.append((protocol.down_topic(act.unit_id), down))
+        act.action_id = action_id
+
     def handle(self, items, now):
         out, touched = Outcome(), set()
         with self.store.atomic():
             for item in items:
-                self._one(item, touched, out)
+                if isinstance(item, Action):
+                    self._action(item, touched, out)
+                else:
+                    self._message(item, touched, out)
             if touched:
                 self.store.save_states([self.states[u] for u in touched])
         self._publish(touched, now, out)
+        for item in items:
+            if isinstance(item, Action):
+                item.done.set_result((item.action_id, self.view(item.unit_id, now)))
         return out
 
     def tick(self, now):
-        """Time passes: publish units whose view changed without a message (offline)."""
+        """Time passes: publish units whose view changed without a message (offline,
+        flags that come with time)."""
         out = Outcome()
         self._publish(set(self.states), now, out)
         return out
@@ -106,12 +155,17 @@ class Pipeline:
     def _publish(self, units, now, out):
         for unit_id in sorted(units):
             view = self.view(unit_id, now)
+            pos = view["position"]
             key = (
                 view["availability"],
                 view["status"] and view["status"]["key"],
+                view["status"] and view["status"]["source"],
                 tuple(view["flags"]),
                 view["link"],
-                view["position"] and view["position"]["fix_time"],
+                pos and pos["fix_time"],
+                bool(view["emergency"]),
+                view["assignment"] and (view["assignment"]["id"], view["assignment"]["acknowledged"]),
+                view["overridden"] and view["overridden"]["since"],
             )
             if self._shown.get(unit_id) != key:
                 self._shown[unit_id] = key

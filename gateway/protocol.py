@@ -24,9 +24,9 @@ JSON_SCHEMA = {
         "bye": ("boot", "seq", "t", "sent"),
         "will": ("boot", "seq"),
     },
-    "down": {"ack": ("boot", "seq"), "config": ("version",)},
+    "down": {"ack": ("boot", "seq"), "config": ("version",), "assign": ("id",), "release": ("id",)},
 }
-LIMITS = {"boot": 0xFFFF, "seq": 0xFFFFFFFF, "key": 9}
+LIMITS = {"boot": 0xFFFF, "seq": 0xFFFFFFFF, "key": 9, "ms": 999}
 
 
 @dataclass
@@ -102,6 +102,8 @@ def decode_json(kind, payload):
         raise ProtocolError(f"_type {msg.get('_type')!r} is not expected on {kind}", "bad_type")
     for name in required:
         _check_int(msg, name)
+    if "ms" in msg:
+        _check_int(msg, "ms")
     if msg["_type"] == "config" and not isinstance(msg.get("values"), dict):
         if "values" not in msg:
             raise ProtocolError("field 'values' is missing", "missing_field")
@@ -122,6 +124,24 @@ def encode_ack(boot, seq):
 
 def encode_config(version, values):
     return json.dumps({"_type": "config", "version": version, "values": values}).encode()
+
+
+def encode_action(action, action_id, incident=None):
+    """The downlink a dispatcher action sends to the unit, or None."""
+    if action == "assign":
+        return json.dumps(
+            {
+                "_type": "assign",
+                "id": action_id,
+                "lat": incident["lat"],
+                "lon": incident["lon"],
+                "kind": incident["kind"],
+                "note": incident.get("note", ""),
+            }
+        ).encode()
+    if action == "release":
+        return json.dumps({"_type": "release", "id": action_id}).encode()
+    return None
 
 
 def down_topic(unit):

@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from .availability import UnitState
+from . import availability
 
 migrations = Migrations("siaga")
 
@@ -104,14 +104,57 @@ def m002_settings_pushes(db):
     )
 
 
+@migrations()
+def m003_dispatcher_actions(db):
+    db["dispatcher_actions"].create(
+        {
+            "id": int,
+            "unit_id": str,
+            "t": float,
+            "action": str,
+            "user": str,
+            "key": int,
+            "reason": str,
+            "incident_lat": float,
+            "incident_lon": float,
+            "incident_kind": str,
+            "incident_note": str,
+        },
+        pk="id",
+    )
+    db["dispatcher_actions"].create_index(["unit_id", "t"])
+
+
 def _state_row(state):
-    data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(state).items()}
-    return {"unit_id": state.unit_id, "state": json.dumps(data), "updated_at": time.time()}
+    return {
+        "unit_id": state.unit_id,
+        "state": json.dumps(availability.to_json(state)),
+        "updated_at": time.time(),
+    }
 
 
 def _state_from_row(row):
-    data = json.loads(row["state"])
-    return UnitState(**{k: (tuple(v) if k.endswith("_order") else v) for k, v in data.items()})
+    return availability.from_json(json.loads(row["state"]))
+
+
+class ThreadReader:
+    """A Database per thread, opened on first use (sqlite3 connections are not shared)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.local = threading.local()
+
+    def _db(self):
+        db = getattr(self.local, "db", None)
+        if db is None:
+            db = self.local.db = Database(sqlite3.connect(self.path))
+        return db
+
+    def query(self, sql, params=None):
+        return self._db().query(sql, params or [])
+
+    def execute(self, sql, params=None):
+        return self._db().execute(sql, params or [])
 
 
 class Store:
@@ -125,8 +168,8 @@ class Store:
         migrations.apply(self.db)
 
     def reader(self):
-        """A separate connection for a reading thread (the HTTP API)."""
-        return Database(sqlite3.connect(self.path, check_same_thread=False))
+        """Read-only access for the HTTP API's threads: one connection per thread."""
+        return ThreadReader(self.path)
 
     @contextlib.contextmanager
     def atomic(self):
@@ -163,7 +206,7 @@ class Store:
                 "boot": body["boot"],
                 "seq": body["seq"],
                 "key": body["key"],
-                "pressed_at": body["t"],
+                "pressed_at": body["t"] + body.get("ms", 0) / 1000,
                 "sent": body.get("sent"),
                 "received_at": received_at,
                 "source": source,
@@ -224,6 +267,22 @@ class Store:
         row = self.db.execute(sql, [unit_id]).fetchone()
         return {"version": row[0], "values": json.loads(row[1])} if row else None
 
+    def add_action(self, act):
+        inc = act.incident or {}
+        row = {
+            "unit_id": act.unit_id,
+            "t": act.t,
+            "action": act.action,
+            "user": act.user,
+            "key": act.key,
+            "reason": act.reason,
+            "incident_lat": inc.get("lat"),
+            "incident_lon": inc.get("lon"),
+            "incident_kind": inc.get("kind"),
+            "incident_note": inc.get("note"),
+        }
+        return self.db["dispatcher_actions"].insert(row).last_pk
+
     def quarantine_counts(self):
         sql = "select reason, count(*) from quarantine group by reason"
         return dict(self.db.execute(sql).fetchall())
@@ -234,6 +293,52 @@ class Store:
 
     def load_states(self):
         return {row["unit_id"]: _state_from_row(row) for row in self.db["unit_state"].rows}
+
+
+def assignments(db, unit_id=None, since=None, until=None):
+    where, args = ["action = 'assign'"], {}
+    conditions = (("unit_id = :u", "u", unit_id), ("t >= :a", "a", since), ("t < :b", "b", until))
+    for cond, name, value in conditions:
+        if value is not None:
+            where.append(cond)
+            args[name] = value
+    return [
+        dict(r)
+        for r in db.query(f"select * from dispatcher_actions where {' and '.join(where)} order by t", args)
+    ]
+
+
+def assignment_ends(db, unit_ids):
+    """unit -> times of its assigns and releases (each ends the assignment before it)."""
+    out = {}
+    marks = ",".join("?" * len(unit_ids))
+    sql = (
+        f"select unit_id, t from dispatcher_actions where action in ('assign', 'release')"
+        f" and unit_id in ({marks}) order by t"
+    )
+    for unit_id, t in db.execute(sql, list(unit_ids)).fetchall():
+        out.setdefault(unit_id, []).append(t)
+    return out
+
+
+def crew_presses(db, unit_ids, since):
+    out = {}
+    marks = ",".join("?" * len(unit_ids))
+    sql = (
+        f"select unit_id, key, pressed_at from status_events where unit_id in ({marks})"
+        f" and pressed_at >= ? order by pressed_at, boot, seq"
+    )
+    for unit_id, key, pressed_at in db.execute(sql, [*unit_ids, since]).fetchall():
+        out.setdefault(unit_id, []).append({"key": key, "pressed_at": pressed_at})
+    return out
+
+
+def track(db, unit_id, since, until):
+    sql = (
+        "select t, lat, lon, speed, heading from positions where unit_id = ? and t >= ? and t <= ?"
+        " order by t, boot, seq"
+    )
+    return db.execute(sql, [unit_id, since, until]).fetchall()
 
 
 def device(db, unit_id):
@@ -250,9 +355,12 @@ def device(db, unit_id):
 
 
 def statuses(db, unit_id, limit=100):
-    """A unit's status history, newest first, from any connection."""
+    """A unit's status history, crew presses and dispatcher changes, newest first."""
     sql = (
-        "select key, pressed_at, received_at, boot, seq, source from status_events"
-        " where unit_id = ? order by pressed_at desc, boot desc, seq desc limit ?"
+        "select key, pressed_at, received_at, boot, seq, source, null as reason, null as user"
+        " from status_events where unit_id = :u"
+        " union all select key, t, t, null, id, 'dispatcher', reason, user"
+        " from dispatcher_actions where unit_id = :u and action = 'status'"
+        " order by pressed_at desc, received_at desc limit :n"
     )
-    return [dict(r) for r in db.query(sql, [unit_id, limit])]
+    return [dict(r) for r in db.query(sql, {"u": unit_id, "n": limit})]

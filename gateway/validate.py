@@ -14,10 +14,18 @@ def _check_time(t, now, what):
         raise Rejected(f"{what} time {t} is impossible", "impossible_time")
 
 
+def press_time(body):
+    """When a key was pressed: Unix seconds, with the milliseconds when the unit sent them."""
+    return body["t"] + body.get("ms", 0) / 1000
+
+
 def events(msg, registry, now):
     """The availability events one decoded message carries."""
     if msg.unit not in registry:
         raise Rejected(f"unit {msg.unit!r} is not registered", "unknown_unit")
+    named = msg.body.get("unit")
+    if named is not None and named != msg.unit:
+        raise Rejected(f"topic names unit {msg.unit!r}, payload names {named!r}", "unit_mismatch")
     if msg.kind == "pos":
         for rec in msg.records:
             _check_time(rec["t"], now, "fix")
@@ -25,5 +33,5 @@ def events(msg, registry, now):
     body = msg.body
     if msg.kind == "status":
         _check_time(body["t"], now, "press")
-        return [StatusPressed(body["key"], body["t"], body["boot"], body["seq"], now)]
+        return [StatusPressed(body["key"], press_time(body), body["boot"], body["seq"], now)]
     return [LinkChanged(body["_type"], body["boot"], body["seq"], now)]

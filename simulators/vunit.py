@@ -195,6 +195,7 @@ class VirtualUnit:
         self._panel_write(f"K {key} 1\nK {key} 0\nK {key} 1\n")  # bounce
         time.sleep(hold)
         self._panel_write(f"K {key} 0\n")
+        time.sleep(0.1)  # a finger needs this long to press again; debounce needs 50 ms
 
     def power_off(self):
         """Ignition off: the firmware says goodbye and exits."""

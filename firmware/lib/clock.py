@@ -16,6 +16,12 @@ class Clock:
         self.synced = True
 
     def now(self):
+        return self.split()[0]
+
+    def split(self):
+        """(Unix seconds, milliseconds) now."""
         if self._base is None:
-            return int(self._rtc())
-        return (self._base + time.ticks_diff(time.ticks_ms(), self._at)) // 1000
+            t = self._rtc()
+            return int(t), int(t * 1000) % 1000
+        ms = self._base + time.ticks_diff(time.ticks_ms(), self._at)
+        return ms // 1000, ms % 1000

@@ -52,6 +52,7 @@ class Unit:
         self.reports = 0
         self.heap_peak = 0
         self.heap_code = 0
+        self.assignment = None  # the incident id the dispatcher assigned, if any
 
     def next_seq(self):
         seq = self.seq
@@ -64,7 +65,8 @@ class Unit:
     # crew
     def pressed(self, key, long_press):
         seq = self.next_seq()
-        self.unsent.append((seq, key, self.clock.now()))
+        t, ms = self.clock.split()
+        self.unsent.append((seq, key, t, ms))
         self.policy.force("status")
         self.feedback.pressed(key, seq)
         self.log("key %d pressed%s: seq %d" % (key, " (long)" if long_press else "", seq))
@@ -81,6 +83,16 @@ class Unit:
             self.feedback.acked(msg["seq"])
         elif msg["_type"] == "config":
             self.apply_settings(msg["values"], msg["version"])
+        elif msg["_type"] == "assign":
+            self.assignment = msg["id"]
+            self.feedback.alert()
+            self.log(
+                "assigned: incident %d (%s) at %s,%s; press 3 when en route"
+                % (msg["id"], msg.get("kind"), msg.get("lat"), msg.get("lon"))
+            )
+        elif msg["_type"] == "release" and msg["id"] == self.assignment:
+            self.assignment = None
+            self.log("released from incident %d" % msg["id"])
 
     def apply_settings(self, values, version):
         """Settings pushed by the gateway: checked, kept on flash, in force at once."""
@@ -182,18 +194,18 @@ class Unit:
             return "heartbeat"
         return None
 
-    def _status_payload(self, seq, key, t):
+    def _status_payload(self, seq, key, t, ms):
         f = self.fixes
         if f.valid:
             return wire.encode_json(
-                "status", self.boot, seq, key=key, t=t, sent=self.clock.now(), lat=f.lat, lon=f.lon
+                "status", self.boot, seq, key=key, t=t, ms=ms, sent=self.clock.now(), lat=f.lat, lon=f.lon
             )
-        return wire.encode_json("status", self.boot, seq, key=key, t=t, sent=self.clock.now())
+        return wire.encode_json("status", self.boot, seq, key=key, t=t, ms=ms, sent=self.clock.now())
 
     async def _send_statuses(self, client):
         while self.unsent:
-            seq, key, t = self.unsent[0]
-            payload = self._status_payload(seq, key, t)
+            seq, key, t, ms = self.unsent[0]
+            payload = self._status_payload(seq, key, t, ms)
             await client.publish(self.topic("status"), payload, qos=1)
             self.unsent.pop(0)
             self.unacked[seq] = key

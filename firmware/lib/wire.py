@@ -18,11 +18,13 @@ _JSON_TYPES = {
     "will": ("boot", "seq"),
     "ack": ("boot", "seq"),
     "config": ("version",),
+    "assign": ("id",),
+    "release": ("id",),
 }
 _TOPIC_TYPES = {
     "status": ("status",),
     "conn": ("birth", "bye", "will"),
-    "down": ("ack", "config"),
+    "down": ("ack", "config", "assign", "release"),
 }
 
 
@@ -130,6 +132,8 @@ def decode_json(kind, payload):
     if mtype == "config" and not isinstance(msg.get("values"), dict):
         raise ValueError("missing_field" if "values" not in msg else "bad_value")
     if mtype == "status" and not 0 <= msg["key"] <= 9:
+        raise ValueError("bad_value")
+    if "ms" in msg and (not _is_int(msg["ms"]) or not 0 <= msg["ms"] <= 999):
         raise ValueError("bad_value")
     return msg
 

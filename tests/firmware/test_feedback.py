@@ -46,3 +46,25 @@ def test_undelivered_too_long_alarms_and_a_late_ack_clears_it():
     assert b.leds[1] == "error" and b.buzz
     f.acked(3)
     assert b.leds[1] == "on" and not b.buzz
+
+
+def test_an_assignment_calls_the_crew_with_the_buzzer():
+    b = Board()
+    f = Feedback(b)
+    f.alert(now_ms=0)
+    assert b.buzz
+    f.check(2000)
+    assert b.buzz
+    f.check(3100)
+    assert not b.buzz
+
+
+def test_the_alert_ending_does_not_silence_an_undelivered_alarm():
+    b = Board()
+    f = Feedback(b, alarm_s=1)
+    f.pressed(3, seq=1, now_ms=0)
+    f.alert(now_ms=0)
+    f.check(1500)
+    assert b.leds[3] == "error" and b.buzz
+    f.check(3500)
+    assert b.buzz

@@ -1,0 +1,104 @@
+"""Dispatcher actions and the nearest available units (/api/v1)."""
+
+import time
+from typing import Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from . import availability
+from .errors import BadRequest
+from .pipeline import Action
+
+# The kinds of incident, and the kinds of unit that fit each, best first.
+INCIDENT_KINDS = {
+    "fire": ("fire_truck", "rescue"),
+    "traffic_accident": ("ambulance", "rescue", "fire_truck", "police"),
+    "medical": ("ambulance",),
+    "security": ("police",),
+    "other": ("ambulance", "fire_truck", "rescue", "police", "other"),
+}
+
+
+class AssignIn(BaseModel):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    kind: Literal["fire", "traffic_accident", "medical", "security", "other"]
+    note: str = Field("", max_length=500)
+
+
+class StatusIn(BaseModel):
+    key: int = Field(ge=0, le=9)
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class ReasonIn(BaseModel):
+    reason: str = Field("", max_length=500)
+
+
+def router(gw, registered, unit_json, user_of):
+    r = APIRouter(prefix="/api/v1")
+
+    def run(unit_id, action, user, **kw):
+        registered(unit_id)
+        action_id, _ = gw.ingest.submit(Action(unit_id, action, gw.clock(), user, **kw))
+        return {"action_id": action_id, "unit": unit_json(gw.pipeline.registry[unit_id])}
+
+    @r.post("/units/{unit_id}/assign")
+    def assign(unit_id: str, body: AssignIn, user: str = user_of()):
+        """Assign the unit to an incident; it is `assigned` until its crew presses 3."""
+        return run(unit_id, "assign", user, incident=body.model_dump())
+
+    @r.post("/units/{unit_id}/release")
+    def release(unit_id: str, body: ReasonIn | None = None, user: str = user_of()):
+        return run(unit_id, "release", user, reason=body.reason if body else "")
+
+    @r.post("/units/{unit_id}/status")
+    def set_status(unit_id: str, body: StatusIn, user: str = user_of()):
+        """Set a unit's status for its crew, with a reason."""
+        status = gw.pipeline.scheme.get(body.key)
+        if status is None or body.key in availability.FLAG_KEYS or status.availability == "emergency":
+            raise BadRequest(f"key {body.key} is not a status a dispatcher can set")
+        return run(unit_id, "status", user, key=body.key, reason=body.reason)
+
+    @r.post("/units/{unit_id}/lock")
+    def lock(unit_id: str, body: ReasonIn | None = None, user: str = user_of()):
+        """While locked, crew presses are recorded and shown but do not change the status."""
+        return run(unit_id, "lock", user, reason=body.reason if body else "")
+
+    @r.post("/units/{unit_id}/unlock")
+    def unlock(unit_id: str, body: ReasonIn | None = None, user: str = user_of()):
+        return run(unit_id, "unlock", user, reason=body.reason if body else "")
+
+    @r.post("/units/{unit_id}/clear-emergency")
+    def clear_emergency(unit_id: str, body: ReasonIn | None = None, user: str = user_of()):
+        """Only this clears an emergency."""
+        return run(unit_id, "clear_emergency", user, reason=body.reason if body else "")
+
+    @r.get("/nearest")
+    def nearest(
+        lat: float = Query(ge=-90, le=90),
+        lon: float = Query(ge=-180, le=180),
+        incident_kind: str | None = None,
+        kind: str | None = None,
+        limit: int = Query(5, ge=1, le=100),
+    ):
+        """Available units nearest to a point, by straight-line distance, with the age
+        of the position it is measured from."""
+        if incident_kind is not None and incident_kind not in INCIDENT_KINDS:
+            raise BadRequest(f"incident_kind must be one of {', '.join(INCIDENT_KINDS)}")
+        kinds = (kind,) if kind else INCIDENT_KINDS.get(incident_kind or "other")
+        now = time.time()
+        out = []
+        for row in gw.pipeline.registry.values():
+            if row["kind"] not in kinds:
+                continue
+            u = unit_json(row, now)
+            if u["availability"] != "available" or u["position"] is None:
+                continue
+            pos = u["position"]
+            u["distance_m"] = round(availability.distance_m(lat, lon, pos["lat"], pos["lon"]), 1)
+            out.append(u)
+        return sorted(out, key=lambda u: u["distance_m"])[:limit]
+
+    return r

@@ -1,0 +1,159 @@
+"""Dispatcher actions through the HTTP API against a running gateway and a virtual unit:
+nearest available, assignment to the unit's downlink and the crew's acknowledgement,
+response times, overrides and locks, the live stream."""
+
+import json
+import threading
+import time
+
+import httpx
+from conftest import wait_until
+
+INCIDENT = {"lat": -2.2050, "lon": 113.9200, "kind": "medical", "note": "Jl. Yos Sudarso 12"}
+
+
+def post(gateway, path, body=None):
+    return gateway.request("POST", path, body or {})
+
+
+def ready_unit(gateway, vunits, unit_id, **kw):
+    gateway.register(unit_id, **kw)
+    unit = vunits(unit_id)
+    wait_until(lambda: gateway.unit(unit_id)["position"], what="the unit's first position")
+    unit.press(2)
+    wait_until(lambda: gateway.unit(unit_id)["availability"] == "available", what="available")
+    return unit
+
+
+def test_nearest_assign_acknowledge_and_response_times(gateway, vunits, unit_id):
+    unit = ready_unit(gateway, vunits, unit_id, kind="ambulance")
+    status, near = gateway.get(
+        f"/api/v1/nearest?lat={INCIDENT['lat']}&lon={INCIDENT['lon']}&incident_kind=medical"
+    )
+    assert status == 200
+    mine = [u for u in near if u["unit_id"] == unit_id]
+    assert mine and mine[0]["distance_m"] > 0 and "age" in mine[0]["position"]
+    status, near = gateway.get("/api/v1/nearest?lat=-2.2&lon=113.9&incident_kind=fire")
+    assert unit_id not in [u["unit_id"] for u in near]  # an ambulance does not fit a fire
+
+    status, body = post(gateway, f"/api/v1/units/{unit_id}/assign", INCIDENT)
+    assert status == 200 and body["unit"]["availability"] == "assigned"
+    assert body["unit"]["assignment"]["acknowledged"] is False
+    wait_until(lambda: any("assigned: incident" in line for line in unit.lines), what="the downlink")
+    assert any(line == "B 1" for _, line in unit.panel_log)  # the buzzer called the crew
+
+    for key in (3, 4, 7, 8):
+        time.sleep(1.1)  # presses a second apart, so every interval is measurable
+        unit.press(key)
+        wait_until(lambda k=key: gateway.unit(unit_id)["status"]["key"] == k, what=f"key {key}")
+    u = gateway.unit(unit_id)
+    assert u["availability"] == "busy" and u["assignment"]["acknowledged"] is True
+
+    rows = gateway.get(f"/api/v1/assignments?unit_id={unit_id}")[1]
+    assert len(rows) == 1
+    r = rows[0]
+    assert r["incident"]["kind"] == "medical"
+    for name in ("turnout", "travel", "on_scene", "transport"):
+        assert r[name] is not None and r[name] > 0, (name, r)  # unit clock: whole seconds
+    assert (
+        r["assigned_at"] < r["en_route_at"] < r["on_scene_at"] < r["transporting_at"] < r["at_destination_at"]
+    )
+    summary = gateway.get("/api/v1/response-times?group=unit")[1]
+    assert [s for s in summary if s["unit"] == unit_id][0]["turnout"]["count"] == 1
+    assert gateway.get("/api/v1/response-times?group=day")[1][0]["assignments"] >= 1
+
+    unit.press(9)
+    wait_until(lambda: gateway.unit(unit_id)["assignment"] is None, what="the mission's end")
+    assert gateway.unit(unit_id)["availability"] == "available"
+
+
+def test_override_lock_and_emergency(gateway, vunits, unit_id):
+    unit = ready_unit(gateway, vunits, unit_id)
+    status, body = post(gateway, f"/api/v1/units/{unit_id}/status", {"key": 6, "reason": "oksigen habis"})
+    assert status == 200 and body["unit"]["availability"] == "out_of_service"
+    assert body["unit"]["status"]["source"] == "dispatcher" and body["unit"]["overridden"]["key"] == 2
+
+    post(gateway, f"/api/v1/units/{unit_id}/lock", {"reason": "menunggu teknisi"})
+    unit.press(1)
+    wait_until(
+        lambda: (gateway.unit(unit_id)["overridden"] or {}).get("key") == 1, what="the crew's press shown"
+    )
+    u = gateway.unit(unit_id)
+    assert u["availability"] == "out_of_service" and "status_locked" in u["flags"]
+
+    post(gateway, f"/api/v1/units/{unit_id}/unlock")
+    unit.press(1)
+    wait_until(lambda: gateway.unit(unit_id)["availability"] == "available", what="the crew's press counts")
+
+    history = gateway.get(f"/api/v1/units/{unit_id}/statuses")[1]
+    sources = [(h["key"], h["source"]) for h in history]
+    assert (6, "dispatcher") in sources and sources.count((1, "crew")) == 2
+    assert [h for h in history if h["source"] == "dispatcher"][0]["reason"] == "oksigen habis"
+
+    unit.press(0, long_press=True)
+    wait_until(lambda: gateway.unit(unit_id)["availability"] == "emergency", what="the emergency")
+    unit.press(2)
+    time.sleep(1)
+    assert gateway.unit(unit_id)["availability"] == "emergency"  # only a dispatcher clears it
+    post(gateway, f"/api/v1/units/{unit_id}/clear-emergency", {"reason": "crew safe, by radio"})
+    assert gateway.unit(unit_id)["availability"] == "available"
+
+
+def test_bad_requests_are_clear(gateway, unit_id):
+    gateway.register(unit_id)
+    cases = [
+        ("/api/v1/units/nobody/assign", INCIDENT, 404),
+        (f"/api/v1/units/{unit_id}/assign", dict(INCIDENT, kind="alien"), 400),
+        (f"/api/v1/units/{unit_id}/assign", dict(INCIDENT, lat=95), 400),
+        (f"/api/v1/units/{unit_id}/status", {"key": 5, "reason": "x"}, 400),
+        (f"/api/v1/units/{unit_id}/status", {"key": 0, "reason": "x"}, 400),
+        (f"/api/v1/units/{unit_id}/status", {"key": 6}, 400),
+    ]
+    for path, body, want in cases:
+        status, err = post(gateway, path, body)
+        assert status == want and err["error"]["message"], (path, body, err)
+    for path in (
+        "/api/v1/nearest?lon=113.9",
+        "/api/v1/nearest?lat=1&lon=2&incident_kind=alien",
+        f"/api/v1/units/{unit_id}/track?from=yesterday",
+        f"/api/v1/units/{unit_id}/track?from=2026-11-28T10:00:00",
+        f"/api/v1/units/{unit_id}/track?from=2000&to=1000",
+    ):
+        status, err = gateway.get(path)
+        assert status == 400 and err["error"]["code"] == "bad_request", (path, err)
+
+
+def test_track_as_geojson(gateway, vunits, unit_id):
+    ready_unit(gateway, vunits, unit_id)
+    status, fc = gateway.get(f"/api/v1/units/{unit_id}/track")
+    assert status == 200 and fc["type"] == "FeatureCollection"
+    line = fc["features"][0]
+    assert line["geometry"]["type"] == "LineString" and line["properties"]["points"] >= 1
+    lon, lat = line["geometry"]["coordinates"][0]
+    assert abs(lat + 2.21) < 0.05 and abs(lon - 113.915) < 0.05
+
+
+def test_the_live_stream_carries_a_press(gateway, vunits, unit_id):
+    unit = ready_unit(gateway, vunits, unit_id)
+    seen = []
+    connected = threading.Event()
+
+    def listen():
+        with httpx.stream("GET", gateway.url + "/api/v1/stream", timeout=30) as resp:
+            connected.set()
+            for line in resp.iter_lines():
+                if line.startswith("data: "):
+                    event = json.loads(line[6:])
+                    if event["unit_id"] == unit_id:
+                        seen.append(event)
+                        if event["status"] and event["status"]["key"] == 4:
+                            return
+
+    t = threading.Thread(target=listen, daemon=True)
+    t.start()
+    connected.wait(10)
+    time.sleep(0.3)
+    unit.press(4)
+    t.join(20)
+    assert seen and seen[-1]["status"]["key"] == 4 and seen[-1]["availability"] == "busy"
+    assert seen[-1]["callsign"] == unit_id.upper()
