@@ -1,12 +1,18 @@
-"""Run every benchmark: `python -m bench [GROUP ...]` (groups: policy, unit, nmea)."""
+"""Run every benchmark: `python -m bench [GROUP ...]` (groups: policy, unit, nmea,
+gateway); with groups, the other figures in var/bench.json are kept."""
 
 import json
 import sys
 from pathlib import Path
 
-from . import nmea_speed, policy, unit
+from . import gateway, nmea_speed, policy, unit
 
-GROUPS = {"policy": policy.figures, "unit": unit.figures, "nmea": nmea_speed.figures}
+GROUPS = {
+    "policy": policy.figures,
+    "unit": unit.figures,
+    "nmea": nmea_speed.figures,
+    "gateway": gateway.figures,
+}
 OUT = Path("var") / "bench.json"
 
 

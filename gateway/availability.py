@@ -129,56 +129,55 @@ def _insert(history, item):
     return tuple(sorted(history + (item,)))[-HISTORY:]
 
 
-def _seen(state, event):
-    if state.last_seen is not None and state.last_seen >= event.received_at:
-        return state
-    return replace(state, last_seen=event.received_at)
+# Each handler returns the fields of the state it changes (a dict, maybe empty).
 
 
 def _on_press(state, ev, scheme):
     if ev.key in FLAG_KEYS:
-        return replace(state, flag=max(state.flag, (ev.order, ev.key)))
+        return {"flag": max(state.flag, (ev.order, ev.key))}
     status = scheme.get(ev.key)
     if status is not None and status.availability == "emergency":
-        return replace(state, emergency_order=max(state.emergency_order, ev.order))
-    return replace(state, statuses=_insert(state.statuses, (ev.order, ev.key, CREW, "")))
+        return {"emergency_order": max(state.emergency_order, ev.order)}
+    return {"statuses": _insert(state.statuses, (ev.order, ev.key, CREW, ""))}
 
 
 def _on_position(state, ev, scheme):
-    rec = ev.record
+    rec, changes = ev.record, {}
     moved = state.last_moved_t
     if rec["speed"] is not None and rec["speed"] >= MOVING_SPEED and (moved is None or rec["t"] > moved):
-        state = replace(state, last_moved_t=rec["t"])
-    if ev.order > state.position_order:
-        state = replace(state, position=dict(rec), position_order=ev.order)
-    return state
+        changes["last_moved_t"] = rec["t"]
+    order = ev.order
+    if order > state.position_order:
+        changes["position"] = rec
+        changes["position_order"] = order
+    return changes
 
 
 def _on_link(state, ev, scheme):
     if ev.order > state.link_order:
-        return replace(state, link=LINK_EVENTS[ev.kind][0], link_order=ev.order)
-    return state
+        return {"link": LINK_EVENTS[ev.kind][0], "link_order": ev.order}
+    return {}
 
 
 def _status(state, ev):
-    return replace(state, statuses=_insert(state.statuses, (ev.order, ev.key, DISPATCHER, ev.reason)))
+    return {"statuses": _insert(state.statuses, (ev.order, ev.key, DISPATCHER, ev.reason))}
 
 
 def _lock(locked):
-    return lambda state, ev: replace(state, locks=_insert(state.locks, (ev.order, locked)))
+    return lambda state, ev: {"locks": _insert(state.locks, (ev.order, locked))}
 
 
 def _assignment(incident_of):
     def fold(state, ev):
         if state.assignment and state.assignment[0] >= ev.order:
-            return state
-        return replace(state, assignment=(ev.order, incident_of(ev)))
+            return {}
+        return {"assignment": (ev.order, incident_of(ev))}
 
     return fold
 
 
 def _clear_emergency(state, ev):
-    return replace(state, emergency_cleared_order=max(state.emergency_cleared_order, ev.order))
+    return {"emergency_cleared_order": max(state.emergency_cleared_order, ev.order)}
 
 
 # What each dispatcher action does to a unit's state.
@@ -206,7 +205,24 @@ HANDLERS = {
 
 def apply(state, event, scheme):
     """Fold one event into a unit's state; returns the new state."""
-    return HANDLERS[type(event)](_seen(state, event), event, scheme)
+    changes = HANDLERS[type(event)](state, event, scheme)
+    if state.last_seen is None or event.received_at > state.last_seen:
+        changes["last_seen"] = event.received_at
+    return replace(state, **changes) if changes else state
+
+
+def deciding_fixes(fixes):
+    """Of many position events for one unit, the few that decide its state: the newest
+    fix, the newest fix while moving, the latest received. Folding these gives the same
+    state as folding all (the state keeps only maxima), for a fraction of the work."""
+    newest = max(fixes, key=lambda ev: ev.order)
+    latest = max(fixes, key=lambda ev: ev.received_at)
+    moving = [ev for ev in fixes if ev.record["speed"] is not None and ev.record["speed"] >= MOVING_SPEED]
+    out = {id(newest): newest, id(latest): latest}
+    if moving:
+        last_moving = max(moving, key=lambda ev: ev.record["t"])
+        out[id(last_moving)] = last_moving
+    return list(out.values())
 
 
 # deriving what a dispatcher sees

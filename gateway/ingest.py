@@ -6,9 +6,9 @@ paho's network thread only queues messages; one worker thread takes them in batc
 """
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 
 import paho.mqtt.client as mqtt
 
@@ -28,7 +28,8 @@ class Ingest:
         self.pipeline = pipeline
         self.host, self.port = host, port
         self.clock = clock
-        self.inbox = queue.Queue()
+        self.inbox = deque()  # append and popleft are thread-safe; `arrived` wakes the worker
+        self.arrived = threading.Event()
         self.connected = threading.Event()
         self.stopping = threading.Event()
         self.client = mqtt.Client(
@@ -69,18 +70,22 @@ class Ingest:
             log.warning("lost the broker (%s); reconnecting", reason)
 
     def _on_message(self, client, userdata, msg):
-        self.inbox.put(Incoming(msg.topic, msg.payload, self.clock(), msg.mid, msg.qos))
+        self._put(Incoming(msg.topic, msg.payload, self.clock(), msg.mid, msg.qos))
+
+    def _put(self, item):
+        self.inbox.append(item)
+        if not self.arrived.is_set():
+            self.arrived.set()
 
     def _batch(self, timeout):
-        try:
-            items = [self.inbox.get(timeout=timeout)]
-        except queue.Empty:
+        if not self.inbox and not self.arrived.wait(timeout):
             return []
-        while len(items) < BATCH_MAX:
-            try:
-                items.append(self.inbox.get_nowait())
-            except queue.Empty:
-                break
+        self.arrived.clear()
+        items, inbox = [], self.inbox
+        while inbox and len(items) < BATCH_MAX:
+            items.append(inbox.popleft())
+        if inbox:
+            self.arrived.set()
         return items
 
     def _work(self):
@@ -100,7 +105,7 @@ class Ingest:
     def submit(self, action, timeout=10):
         """Run a dispatcher action on the worker thread, in turn with the messages;
         returns (action id, the unit's new view)."""
-        self.inbox.put(action)
+        self._put(action)
         return action.done.result(timeout)
 
     def _handle(self, items):

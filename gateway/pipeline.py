@@ -16,7 +16,7 @@ from .errors import ProtocolError, Rejected
 log = logging.getLogger("siaga.pipeline")
 
 
-@dataclass
+@dataclass(slots=True)
 class Incoming:
     topic: str
     payload: bytes
@@ -76,9 +76,9 @@ class Pipeline:
             self.refresh_registry()
         return msg, validate.events(msg, self.registry, item.received_at)
 
-    def _store(self, msg, item):
+    def _store(self, msg, item, positions):
         if msg.kind == "pos":
-            self.store.add_positions(msg.unit, msg.records, item.received_at)
+            positions.extend(self.store.position_rows(msg.unit, msg.records, item.received_at))
         elif msg.kind == "status":
             self.store.add_status(msg.unit, msg.body, item.received_at)
             return protocol.down_topic(msg.unit), protocol.encode_ack(msg.body["boot"], msg.body["seq"])
@@ -99,14 +99,17 @@ class Pipeline:
         self.states[unit_id] = state
         touched.add(unit_id)
 
-    def _message(self, item, touched, out):
+    def _message(self, item, touched, out, positions, fixes):
         try:
             msg, evs = self._decode(item)
         except (ProtocolError, Rejected) as err:
             self._refuse(item, err)
             return
-        self._fold(msg.unit, evs, touched)
-        down = self._store(msg, item)
+        if msg.kind == "pos":
+            fixes.setdefault(msg.unit, []).extend(evs)  # folded once per batch, below
+        else:
+            self._fold(msg.unit, evs, touched)
+        down = self._store(msg, item, positions)
         if down:
             out.downlinks.append(down)
         self.accepted += 1
@@ -130,13 +133,17 @@ class Pipeline:
         act.action_id = action_id
 
     def handle(self, items, now):
-        out, touched = Outcome(), set()
+        out, touched, positions, fixes = Outcome(), set(), [], {}
         with self.store.atomic():
             for item in items:
                 if isinstance(item, Action):
                     self._action(item, touched, out)
                 else:
-                    self._message(item, touched, out)
+                    self._message(item, touched, out, positions, fixes)
+            for unit_id, evs in fixes.items():
+                self._fold(unit_id, availability.deciding_fixes(evs), touched)
+            if positions:
+                self.store.add_position_rows(positions)
             if touched:
                 self.store.save_states([self.states[u] for u in touched])
         self._publish(touched, now, out)

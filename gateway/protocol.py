@@ -4,6 +4,7 @@ The firmware has its own codec (firmware/lib/wire.py); both decode
 docs/protocol-vectors.json in their tests with identical results.
 """
 
+import functools
 import json
 import re
 import struct
@@ -39,6 +40,7 @@ class Message:
     records: list = field(default_factory=list)
 
 
+@functools.lru_cache(maxsize=8192)  # a fleet has a few topics per unit: decode each once
 def split_topic(topic):
     parts = topic.split("/")
     if len(parts) != 3 or parts[0] != "siaga" or parts[2] not in ("pos", *JSON_SCHEMA):

@@ -51,6 +51,7 @@ class Gateway:
             port=self.settings["http"],
             log_level="warning",
             lifespan="off",
+            timeout_graceful_shutdown=2,  # live streams never end by themselves
         )
         server = uvicorn.Server(config)
         log.info("HTTP API on http://%s:%s/api/v1/units", self.settings["http_host"], self.settings["http"])

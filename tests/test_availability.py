@@ -4,7 +4,7 @@ test: the same events in any order, with any duplicates, give the same state."""
 import json
 import random
 
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -16,6 +16,7 @@ from gateway.availability import (
     StatusPressed,
     UnitState,
     apply,
+    deciding_fixes,
     from_json,
     status_in_force,
     to_json,
@@ -216,6 +217,22 @@ def test_the_state_survives_json():
         ]
     )
     assert from_json(json.loads(json.dumps(to_json(state)))) == state
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 900), st.sampled_from([None, 0.0, 0.5, 3.0]), st.floats(0, 900)),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_the_deciding_fixes_fold_to_the_same_state_as_all(specs):
+    fixes = []
+    for dt, speed, received in specs:
+        ev = fix(T0 + dt, speed=speed)
+        fixes.append(PositionFix(ev.record, T0 + received))
+    start = fold([online(), press(2, T0)])
+    assert fold(deciding_fixes(fixes), start) == fold(fixes, start)
 
 
 class Events(RuleBasedStateMachine):

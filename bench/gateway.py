@@ -1,0 +1,205 @@
+"""The gateway's ingest and live stream, on real parts in one run:
+
+- gateway.ingest_reports_per_s: QoS 1 position reports stored and acknowledged after
+  commit, drained from a backlog the broker holds for the gateway's session;
+- gateway.ingest_ratio_vs_raw_paho: that rate over a bare paho-mqtt subscriber's
+  receive rate for the same backlog from the same broker (the practical ceiling);
+- gateway.press_to_stream_p99_ms: a status publish to its event on the live stream,
+  while 1,000 position reports a second arrive in the background.
+"""
+
+import json
+import struct
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+
+from provisioning.mosquitto import Mosquitto, free_port
+from tests.conftest import GatewayProc, wait_until
+
+UNITS = [f"ld-{i:03d}" for i in range(100)]
+BACKLOG = 20_000
+POS = struct.Struct(">BHIIiiHHBBI")
+
+
+def position(unit_index, seq, t):
+    return POS.pack(
+        0x50, 1, seq, t, -22100000 + unit_index * 100, 1139150000 + seq % 1000, 1000, 9000, 9, 9, t
+    )
+
+
+def client(port, client_id, clean=True):
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    c.connect("127.0.0.1", port)
+    return c
+
+
+def publish_backlog(port, n, first_seq=1):
+    pub = client(port, f"bench-pub-{time.monotonic_ns()}")
+    pub.loop_start()
+    t = int(time.time())
+    infos = [
+        pub.publish(
+            f"siaga/{UNITS[i % len(UNITS)]}/pos",
+            position(i % len(UNITS), first_seq + i, t - 600 + i // 100),
+            qos=1,
+        )
+        for i in range(n)
+    ]
+    for info in infos:
+        info.wait_for_publish(60)
+    pub.loop_stop()
+    pub.disconnect()
+
+
+def raw_paho_rate(port):
+    """A bare subscriber with a persistent session drains the same backlog."""
+    cid = f"bench-raw-{time.monotonic_ns()}"
+    sub = client(port, cid, clean=False)
+    sub.subscribe([("siaga/+/pos", 1)])
+    sub.loop(1)
+    sub.disconnect()
+    publish_backlog(port, BACKLOG)
+    times = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, clean_session=False)
+    sub.on_message = lambda c, u, m: times.append(time.perf_counter())
+    sub.connect("127.0.0.1", port)
+    sub.loop_start()
+    wait_until(lambda: len(times) >= BACKLOG, 120, 0.05, "the raw subscriber's backlog")
+    sub.loop_stop()
+    sub.disconnect()
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+def health(gw):
+    with urllib.request.urlopen(gw.url + "/api/v1/health", timeout=5) as r:
+        return json.load(r)
+
+
+def gateway_rate(port, work):
+    """The gateway, stopped, leaves a backlog in its session; started, it drains it."""
+    gw = GatewayProc(work, port)
+    gw.start()
+    for u in UNITS:
+        gw.register(u)
+    gw.stop()
+    publish_backlog(port, BACKLOG)
+    gw.start()
+    samples = []
+    while True:
+        accepted = health(gw)["accepted"]
+        samples.append((time.perf_counter(), accepted))
+        if accepted >= BACKLOG:
+            break
+        time.sleep(0.1)  # the polls cost the gateway little
+    moving = [(t, a) for t, a in samples if 0 < a]
+    (t0, a0), (t1, a1) = moving[0], moving[-1]
+    return gw, (a1 - a0) / (t1 - t0)
+
+
+class Load(threading.Thread):
+    """Position reports at `rate` per second from the load units, QoS 1."""
+
+    def __init__(self, port, rate=1000):
+        super().__init__(daemon=True)
+        self.port, self.rate, self.stop = port, rate, threading.Event()
+        self.sent = 0
+
+    def run(self):
+        pub = client(self.port, f"bench-load-{time.monotonic_ns()}")
+        pub.loop_start()
+        start, seq = time.perf_counter(), 10_000_000
+        self.started = start
+        while not self.stop.is_set():
+            due = int((time.perf_counter() - start) * self.rate)
+            while self.sent < due:
+                i = self.sent % len(UNITS)
+                pub.publish(f"siaga/{UNITS[i]}/pos", position(i, seq, int(time.time())), qos=1)
+                self.sent += 1
+                seq += 1
+            time.sleep(0.002)
+        self.ended = time.perf_counter()
+        pub.loop_stop()
+        pub.disconnect()
+
+
+def press_to_stream(gw, port, presses=200):
+    unit = UNITS[0]
+    events = {}
+    ready = threading.Event()
+
+    def listen():
+        try:
+            with httpx.stream("GET", gw.url + "/api/v1/stream", timeout=60) as resp:
+                ready.set()
+                for line in resp.iter_lines():
+                    if line.startswith("data: ") and f'"unit_id": "{unit}"' in line:
+                        ev = json.loads(line[6:])
+                        if ev["status"]:
+                            events.setdefault(ev["status"]["since"], time.perf_counter())
+        except httpx.HTTPError:
+            pass  # the gateway stopped at the end of the run
+
+    threading.Thread(target=listen, daemon=True).start()
+    ready.wait(10)
+    load = Load(port)
+    load.start()
+    time.sleep(2)
+    pub = client(port, f"bench-press-{time.monotonic_ns()}")
+    pub.loop_start()
+    sent = {}
+    t0 = int(time.time())
+    for i in range(presses):
+        key = (1, 3, 4, 9)[i % 4]  # each press changes the status
+        msg = {
+            "_type": "status",
+            "boot": 2,
+            "seq": i,
+            "key": key,
+            "t": t0,
+            "ms": i % 1000 if i < 1000 else 0,
+            "sent": t0,
+        }
+        since = t0 + msg["ms"] / 1000
+        sent[since] = time.perf_counter()
+        pub.publish(f"siaga/{unit}/status", json.dumps(msg), qos=1)
+        time.sleep(0.05)
+    time.sleep(2)
+    load.stop.set()
+    load.join(5)
+    pub.loop_stop()
+    rate = load.sent / (load.ended - load.started)
+    delays = sorted((events[s] - sent[s]) * 1000 for s in sent if s in events)
+    if len(delays) < presses * 0.95:
+        raise RuntimeError(f"only {len(delays)} of {presses} presses reached the stream")
+    return delays[min(len(delays) - 1, int(0.99 * len(delays)))], rate
+
+
+def figures():
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Mosquitto(Path(tmp) / "broker").start()
+        try:
+            raw = raw_paho_rate(broker.port)
+            work = Path(tmp) / "gw"
+            work.mkdir()
+            gw, rate = gateway_rate(broker.port, work)
+            try:
+                p99, load_rate = press_to_stream(gw, broker.port)
+            finally:
+                gw.stop()
+        finally:
+            broker.stop()
+    print(f"# background load {load_rate:.0f} reports/s; raw paho {raw:.0f}/s", file=sys.stderr)
+    return [
+        ("gateway.ingest_reports_per_s", round(rate), "reports/s"),
+        ("gateway.ingest_ratio_vs_raw_paho", round(rate / raw, 3), "ratio"),
+        ("gateway.press_to_stream_p99_ms", round(p99, 1), "ms"),
+    ]
