@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import paho.mqtt.client as mqtt
 
-from provisioning.mosquitto import Mosquitto, free_port
-from tests.conftest import GatewayProc, wait_until
+from gateway.process import GatewayProcess, wait_until
+from provisioning.mosquitto import Mosquitto
 
 UNITS = [f"ld-{i:03d}" for i in range(100)]
 BACKLOG = 20_000
@@ -86,7 +86,7 @@ def health(gw):
 
 def gateway_rate(port, work):
     """The gateway, stopped, leaves a backlog in its session; started, it drains it."""
-    gw = GatewayProc(work, port)
+    gw = GatewayProcess(work, port)
     gw.start()
     for u in UNITS:
         gw.register(u)

@@ -97,6 +97,43 @@ def cmd_register(args):
     print(json.dumps(http_json(api_url(args) + "/api/v1/units", body, "POST"), indent=1))
 
 
+def _act(args, path, body):
+    reply = http_json(f"{api_url(args)}/api/v1/units/{args.unit_id}/{path}", body, "POST")
+    u = reply["unit"]
+    status = u["status"]
+    print(
+        f"{u['unit_id']}: {u['availability']}"
+        + (f", status {status['key']} {status['label']} ({status['source']})" if status else "")
+        + (f", flags {' '.join(u['flags'])}" if u["flags"] else "")
+    )
+
+
+def cmd_assign(args):
+    _act(args, "assign", {"lat": args.lat, "lon": args.lon, "kind": args.kind, "note": args.note})
+
+
+def cmd_status(args):
+    _act(args, "status", {"key": args.key, "reason": args.reason})
+
+
+def cmd_simple_action(path):
+    return lambda args: _act(args, path, {"reason": args.reason or ""})
+
+
+def cmd_nearest(args):
+    query = f"lat={args.lat}&lon={args.lon}&limit={args.limit}"
+    if args.incident_kind:
+        query += f"&incident_kind={args.incident_kind}"
+    units = http_json(f"{api_url(args)}/api/v1/nearest?{query}")
+    if not units:
+        print("no available unit of a fitting kind has a position")
+    for u in units:
+        print(
+            f"{u['unit_id']:<8} {u['callsign'] or '-':<12.12} {u['kind']:<10} "
+            f"{u['distance_m'] / 1000:6.2f} km  position {u['position']['age']:.0f} s old"
+        )
+
+
 def cmd_decode(args):
     from . import protocol
 
@@ -113,6 +150,43 @@ def cmd_decode(args):
             indent=1,
         )
     )
+
+
+def _dispatch_commands(sub):
+    def unit_parser(name, helptext, func):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("unit_id")
+        p.add_argument("--api", help="gateway URL")
+        p.set_defaults(func=func)
+        return p
+
+    a = unit_parser(
+        "assign", "assign a unit to an incident (it is 'assigned' until its crew presses 3)", cmd_assign
+    )
+    a.add_argument("--lat", type=float, required=True)
+    a.add_argument("--lon", type=float, required=True)
+    a.add_argument(
+        "--kind", required=True, choices=("fire", "traffic_accident", "medical", "security", "other")
+    )
+    a.add_argument("--note", default="", help="address, what happened")
+    st = unit_parser("status", "set a unit's status as dispatcher, with a reason", cmd_status)
+    st.add_argument("key", type=int, choices=range(10))
+    st.add_argument("--reason", required=True)
+    for name, helptext in (
+        ("release", "release a unit from its assignment"),
+        ("lock", "lock a unit's status: crew presses are shown but do not count"),
+        ("unlock", "unlock a unit's status"),
+        ("clear-emergency", "clear a unit's emergency (nothing else does)"),
+    ):
+        p = unit_parser(name, helptext, cmd_simple_action(name))
+        p.add_argument("--reason", default="")
+    n = sub.add_parser("nearest", help="the available units nearest to a point")
+    n.add_argument("--lat", type=float, required=True)
+    n.add_argument("--lon", type=float, required=True)
+    n.add_argument("--incident-kind", choices=("fire", "traffic_accident", "medical", "security", "other"))
+    n.add_argument("--limit", type=int, default=5)
+    n.add_argument("--api", help="gateway URL")
+    n.set_defaults(func=cmd_nearest)
 
 
 def build_parser():
@@ -142,6 +216,8 @@ def build_parser():
     r.add_argument("--agency", default="")
     r.add_argument("--api", help="gateway URL")
     r.set_defaults(func=cmd_register)
+
+    _dispatch_commands(sub)
 
     d = sub.add_parser("decode", help="decode a captured payload (hex, or --text for JSON)")
     d.add_argument("topic")

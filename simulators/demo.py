@@ -3,16 +3,13 @@ Raya, on embedded defaults, until Ctrl-C or SIGTERM; nothing is left running aft
 
 import os
 import signal
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
 from pathlib import Path
 
+from gateway.process import GatewayProcess
 from provisioning.mosquitto import Mosquitto, die_with_parent, free_port, port_is_free
 
-from .fleet import Fleet, demo_specs, register
+from .fleet import Fleet, demo_specs
 
 
 def _port(env, default, what):
@@ -22,19 +19,6 @@ def _port(env, default, what):
     port = free_port()
     print(f"  {what} port {wanted} is taken; using {port} instead (set {env} to choose)")
     return port
-
-
-def _wait_http(url, proc, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the gateway exited with {proc.returncode}; see its log")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"the gateway did not answer at {url}")
 
 
 def run_demo():
@@ -49,29 +33,11 @@ def run_demo():
     broker = Mosquitto(data / "broker", mqtt_port).start()
     gateway = fleet = None
     try:
-        log = open(data / "gateway.log", "ab")
-        gateway = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gateway.cli",
-                "gateway",
-                "--mqtt",
-                f"127.0.0.1:{mqtt_port}",
-                "--http",
-                str(http_port),
-                "--data",
-                str(data),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-        )
-        api = f"http://127.0.0.1:{http_port}"
-        _wait_http(api + "/api/v1/health", gateway)
+        gateway = GatewayProcess(data, mqtt_port, http_port, client_id="siaga-gateway").start()
+        api = gateway.url
         specs = demo_specs(6)
         for spec in specs:
-            register(api, spec)
+            gateway.register(**spec.registration())
         fleet = Fleet(specs, data, ("127.0.0.1", mqtt_port)).start()
         print(f"  broker    Mosquitto on 127.0.0.1:{mqtt_port} (log {broker.data_dir / 'mosquitto.log'})")
         print(f"  gateway   {api}/api/v1/units  (log {data / 'gateway.log'}, database {data / 'siaga.db'})")
@@ -89,12 +55,8 @@ def run_demo():
         print("stopping ...", flush=True)
         if fleet:
             fleet.stop()
-        if gateway and gateway.poll() is None:
-            gateway.terminate()
-            try:
-                gateway.wait(10)
-            except subprocess.TimeoutExpired:
-                gateway.kill()
+        if gateway:
+            gateway.stop()
         broker.stop()
         print("stopped.")
     return 0

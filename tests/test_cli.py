@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 from gateway.cli import build_parser
 
@@ -73,3 +74,24 @@ def test_decode_a_captured_position_for_a_technician():
     assert run.returncode == 0 and '"lat": -2.2103451' in run.stdout
     bad = siaga("decode", "siaga/amb-01/pos", "dead")
     assert bad.returncode == 2 and "not a multiple of 29" in bad.stderr
+
+
+def test_dispatch_from_the_command_line(gateway, vunits, unit_id):
+    gateway.register(unit_id, kind="ambulance")
+    unit = vunits(unit_id)
+    wait_until(lambda: gateway.unit(unit_id)["position"], what="a position")
+    unit.press(2)
+    wait_until(lambda: gateway.unit(unit_id)["availability"] == "available", what="available")
+
+    near = siaga("nearest", "--lat=-2.2", "--lon=113.92", "--incident-kind", "medical", "--api", gateway.url)
+    assert near.returncode == 0 and unit_id in near.stdout and " km " in near.stdout
+    run = siaga("assign", unit_id, "--lat=-2.2", "--lon=113.92", "--kind", "medical", "--api", gateway.url)
+    assert run.returncode == 0 and f"{unit_id}: assigned" in run.stdout, run.stderr
+    run = siaga("release", unit_id, "--api", gateway.url)
+    assert run.returncode == 0 and f"{unit_id}: available" in run.stdout
+    run = siaga("status", unit_id, "6", "--reason", "ban bocor", "--api", gateway.url)
+    assert run.returncode == 0 and "out_of_service, status 6 Tidak siaga (dispatcher)" in run.stdout
+    run = siaga("lock", unit_id, "--api", gateway.url)
+    assert run.returncode == 0 and "status_locked" in run.stdout
+    bad = siaga("status", unit_id, "5", "--reason", "x", "--api", gateway.url)
+    assert bad.returncode == 2 and "not a status a dispatcher can set" in bad.stderr

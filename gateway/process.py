@@ -1,0 +1,107 @@
+"""The gateway as a process of its own, started and watched by another: the demo, the
+tests, the benchmarks. It dies with its parent."""
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from provisioning.mosquitto import die_with_parent, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate, timeout=15.0, interval=0.05, what="condition"):
+    """Poll `predicate` until it returns something truthy; AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last value {last!r}")
+
+
+class GatewayProcess:
+    def __init__(self, data_dir, mqtt_port, http_port=None, client_id=None, extra=()):
+        self.data_dir = Path(data_dir)
+        self.mqtt_port = mqtt_port
+        self.http_port = http_port or free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.extra = ["--mqtt-client-id", client_id or f"gw-{self.http_port}", *extra]
+        self.proc = None
+
+    @property
+    def log_path(self):
+        return self.data_dir / "gateway.log"
+
+    def start(self, timeout=20):
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        cmd = [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "gateway",
+            "--mqtt",
+            f"127.0.0.1:{self.mqtt_port}",
+            "--http",
+            str(self.http_port),
+            "--data",
+            str(self.data_dir),
+            *self.extra,
+        ]
+        self.proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent, cwd=REPO
+        )
+        log.close()
+        wait_until(self._ready, timeout, what="the gateway's health endpoint")
+        return self
+
+    def _ready(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError("the gateway exited: " + self.log_path.read_text()[-2000:])
+        try:
+            return self.get("/api/v1/health")[1]["mqtt_connected"]
+        except OSError:
+            return False
+
+    def request(self, method, path, body=None):
+        """(status, JSON body) of one API call; an HTTP error is a status, not an exception."""
+        req = urllib.request.Request(
+            self.url + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.load(resp)
+        except urllib.error.HTTPError as e:
+            return e.code, json.load(e)
+
+    def get(self, path):
+        return self.request("GET", path)
+
+    def unit(self, unit_id):
+        return self.get(f"/api/v1/units/{unit_id}")[1]
+
+    def register(self, unit_id, kind="ambulance", **extra):
+        body = {"unit_id": unit_id, "kind": kind, "callsign": unit_id.upper(), **extra}
+        status, reply = self.request("POST", "/api/v1/units", body)
+        if status != 201:
+            raise RuntimeError(f"registering {unit_id}: {status} {reply}")
+        return reply
+
+    def stop(self, timeout=10):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -1,0 +1,74 @@
+"""`make demo` as a new user meets it: everything starts on embedded defaults, six units
+drive in Palangka Raya and report, and SIGTERM leaves no process behind."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from conftest import REPO, wait_until
+
+from provisioning.mosquitto import free_port
+
+
+def processes_mentioning(text):
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if text in cmdline or text in cwd:
+            found.append((pid, cmdline))
+    return found
+
+
+def test_demo_runs_the_fleet_and_stops_cleanly(tmp_path):
+    http = free_port()
+    env = dict(
+        os.environ, SIAGA_DATA_DIR=str(tmp_path), SIAGA_MQTT_PORT=str(free_port()), SIAGA_HTTP_PORT=str(http)
+    )
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "demo"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def units():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http}/api/v1/units", timeout=2) as r:
+                    return json.load(r)
+            except OSError:
+                return []
+
+        def fleet_reporting():
+            us = units()
+            return len(us) == 6 and all(u["position"] for u in us) and us
+
+        fleet = wait_until(fleet_reporting, 60, 0.5, "six units with positions")
+        kinds = sorted(u["kind"] for u in fleet)
+        assert kinds == ["ambulance"] * 3 + ["fire_truck"] * 3
+        for u in fleet:
+            assert abs(u["position"]["lat"] + 2.21) < 0.05 and abs(u["position"]["lon"] - 113.915) < 0.05
+        wait_until(
+            lambda: all(u["availability"] == "available" for u in units()),
+            30,
+            0.5,
+            "the crews reporting at their stations",
+        )
+    finally:
+        demo.send_signal(signal.SIGTERM)
+        out, _ = demo.communicate(timeout=60)
+    assert demo.returncode == 0, out
+    assert "stopped." in out and f":{http}/api/v1/units" in out
+    assert processes_mentioning(str(tmp_path)) == []
