@@ -19,12 +19,22 @@ log = logging.getLogger("siaga.ingest")
 SUBSCRIPTIONS = [("siaga/+/pos", 1), ("siaga/+/status", 1), ("siaga/+/conn", 1)]
 BATCH_MAX = 500
 TICK_S = 1.0
+PURGE_EVERY_S = 3600.0
 
 
 class Ingest:
     def __init__(
-        self, pipeline, host, port, client_id="siaga-gateway", username=None, password=None, clock=time.time
+        self,
+        pipeline,
+        host,
+        port,
+        client_id="siaga-gateway",
+        username=None,
+        password=None,
+        clock=time.time,
+        retention_s=None,
     ):
+        self.retention_s = retention_s
         self.pipeline = pipeline
         self.host, self.port = host, port
         self.clock = clock
@@ -90,6 +100,7 @@ class Ingest:
 
     def _work(self):
         next_tick = self.clock() + TICK_S
+        next_purge = self.clock()
         while not self.stopping.is_set():
             items = self._batch(max(0.0, next_tick - self.clock()))
             if items:
@@ -97,6 +108,18 @@ class Ingest:
             if self.clock() >= next_tick:
                 self.pipeline.tick(self.clock())
                 next_tick = self.clock() + TICK_S
+            if self.retention_s and self.clock() >= next_purge:
+                self._purge()
+                next_purge = self.clock() + PURGE_EVERY_S
+
+    def _purge(self):
+        try:
+            gone = self.pipeline.store.purge(self.clock() - self.retention_s)
+        except Exception:
+            log.exception("purging old records failed; trying again later")
+            return
+        if gone:
+            log.info("retention: forgot %d records older than %.0f days", gone, self.retention_s / 86400)
 
     def send_down(self, topic, payload):
         """A downlink message, QoS 1: the broker keeps it for an offline unit's session."""

@@ -33,6 +33,7 @@ class Gateway:
             host,
             port,
             client_id=settings["mqtt_client_id"],
+            retention_s=settings["retention_days"] * 86400,
             username=settings["mqtt_user"] or None,
             password=settings["mqtt_password"] or None,
             clock=clock,

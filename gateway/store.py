@@ -311,6 +311,14 @@ class Store:
         }
         return self.db["dispatcher_actions"].insert(row).last_pk
 
+    def purge(self, cutoff):
+        """Forget positions with a fix time, and quarantined messages received, before
+        `cutoff`; status events, dispatcher actions and connection events stay."""
+        with self.atomic():
+            gone = self.db.execute("delete from positions where t < ?", [cutoff]).rowcount
+            gone += self.db.execute("delete from quarantine where received_at < ?", [cutoff]).rowcount
+        return gone
+
     def quarantine_counts(self):
         sql = "select reason, count(*) from quarantine group by reason"
         return dict(self.db.execute(sql).fetchall())
