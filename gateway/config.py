@@ -50,6 +50,14 @@ SETTINGS = (
         float,
     ),
     Setting(
+        "retention_days",
+        90.0,
+        "SIAGA_RETENTION_DAYS",
+        "--retention-days",
+        "days positions and quarantined messages are kept (statuses and actions are kept)",
+        float,
+    ),
+    Setting(
         "status_scheme",
         "",
         "SIAGA_STATUS_SCHEME",
