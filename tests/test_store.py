@@ -74,3 +74,22 @@ def test_the_database_opens_in_any_sqlite_tool(tmp_path):
         "settings_pushes",
     } <= tables
     assert db.execute("select unit_id, lat, lon from positions").fetchall() == [("amb-01", -2.21, 113.92)]
+
+
+def test_impossible_or_foreign_messages_are_quarantined_and_change_nothing(tmp_path):
+    store, p = pipeline(tmp_path)
+    now = time.time()
+    future = int(now + 3 * 86400)
+    spoofed = wire.encode_json("status", 1, 7, key=3, t=int(now), sent=int(now), unit="amb-02")
+    bad = [
+        Incoming("siaga/amb-01/status", spoofed, now),  # the payload names another unit
+        pos(8, future),  # a fix three days ahead
+        Incoming("siaga/amb-09/pos", wire.encode_pos(1, 9, int(now), -2.2, 113.9, 1, 1, 9, 1, int(now)), now),
+        Incoming("siaga/amb-01/pos", b"\x50" + bytes(28), now),  # fix time 0
+    ]
+    p.handle(bad, now)
+    rows = store.db.execute("select reason, topic from quarantine order by id").fetchall()
+    assert [r[0] for r in rows] == ["unit_mismatch", "impossible_time", "unknown_unit", "impossible_time"]
+    assert dict(p.refused) == {"unit_mismatch": 1, "impossible_time": 2, "unknown_unit": 1}
+    assert count(store, "positions") == 0 and count(store, "status_events") == 0
+    assert p.states == {}
