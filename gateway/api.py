@@ -26,6 +26,7 @@ class UnitIn(BaseModel):
     home_name: str | None = None
     home_lat: float | None = Field(None, ge=-90, le=90)
     home_lon: float | None = Field(None, ge=-180, le=180)
+    status_scheme: str = "default"
 
 
 class SettingsIn(BaseModel):
@@ -109,6 +110,8 @@ def create_app(gw):
     def register(unit: UnitIn):
         if unit.kind not in KINDS:
             raise BadRequest(f"kind must be one of {', '.join(KINDS)}")
+        if unit.status_scheme not in gw.pipeline.schemes:
+            raise BadRequest(f"status_scheme must be one of {', '.join(sorted(gw.pipeline.schemes))}")
         row = gw.store.upsert_unit(unit.model_dump())
         gw.pipeline.refresh_registry()
         return unit_json(row)
@@ -136,7 +139,7 @@ def create_app(gw):
     @app.get("/api/v1/units/{unit_id}/statuses")
     def statuses(unit_id: str, limit: int = Query(100, ge=1, le=10000)):
         registered(unit_id)
-        scheme = gw.pipeline.scheme
+        scheme = gw.pipeline.scheme_for(unit_id)
         rows = store.statuses(reader, unit_id, limit)
         for r in rows:
             s = scheme.get(r["key"])

@@ -56,7 +56,7 @@ def router(gw, registered, unit_json, user_of):
     @r.post("/units/{unit_id}/status")
     def set_status(unit_id: str, body: StatusIn, user: str = user_of()):
         """Set a unit's status for its crew, with a reason."""
-        status = gw.pipeline.scheme.get(body.key)
+        status = gw.pipeline.scheme_for(unit_id).get(body.key)
         if status is None or body.key in availability.FLAG_KEYS or status.availability == "emergency":
             raise BadRequest(f"key {body.key} is not a status a dispatcher can set")
         return run(unit_id, "status", user, key=body.key, reason=body.reason)

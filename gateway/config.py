@@ -64,6 +64,13 @@ SETTINGS = (
         "--status-scheme",
         "JSON file with the agency's status scheme (default: the built-in FMS scheme)",
     ),
+    Setting(
+        "status_schemes",
+        "",
+        "SIAGA_STATUS_SCHEMES",
+        "--status-schemes",
+        "folder of further schemes, NAME.json each, that a unit's registry entry can name",
+    ),
 )
 
 

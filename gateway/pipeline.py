@@ -47,9 +47,9 @@ class Outcome:
 
 
 class Pipeline:
-    def __init__(self, store, scheme, limits, on_change=None):
+    def __init__(self, store, schemes, limits, on_change=None):
         self.store = store
-        self.scheme = scheme
+        self.schemes = schemes if isinstance(schemes, dict) else {"default": schemes}
         self.limits = limits
         self.on_change = on_change or (lambda view: None)
         self.registry = store.units()
@@ -61,10 +61,15 @@ class Pipeline:
     def state(self, unit_id):
         return self.states.get(unit_id) or availability.UnitState(unit_id)
 
+    def scheme_for(self, unit_id):
+        """The status scheme the unit's registry entry names (the default if none)."""
+        name = (self.registry.get(unit_id) or {}).get("status_scheme") or "default"
+        return self.schemes.get(name) or self.schemes["default"]
+
     def view(self, unit_id, now):
         row = self.registry.get(unit_id) or {}
         home = (row.get("home_lat"), row.get("home_lon"))
-        return availability.view(self.state(unit_id), now, self.limits, self.scheme, home)
+        return availability.view(self.state(unit_id), now, self.limits, self.scheme_for(unit_id), home)
 
     def refresh_registry(self):
         self.registry = self.store.units()
@@ -95,7 +100,7 @@ class Pipeline:
     def _fold(self, unit_id, events, touched):
         state = self.state(unit_id)
         for ev in events:
-            state = availability.apply(state, ev, self.scheme)
+            state = availability.apply(state, ev, self.scheme_for(unit_id))
         self.states[unit_id] = state
         touched.add(unit_id)
 

@@ -11,7 +11,7 @@ from .availability import Limits
 from .config import host_port
 from .ingest import Ingest
 from .pipeline import Pipeline
-from .statuses import StatusScheme
+from .statuses import load_schemes
 from .store import Store
 from .stream import Hub
 
@@ -23,10 +23,10 @@ class Gateway:
         self.settings = settings
         self.clock = clock
         self.store = Store(Path(settings["data"]) / "siaga.db")
-        scheme = StatusScheme.load(settings["status_scheme"]) if settings["status_scheme"] else StatusScheme()
+        schemes = load_schemes(settings["status_scheme"], settings["status_schemes"])
         limits = Limits(settings["offline_after"], settings["position_stale_after"])
         self.hub = Hub()
-        self.pipeline = Pipeline(self.store, scheme, limits, on_change=self._changed)
+        self.pipeline = Pipeline(self.store, schemes, limits, on_change=self._changed)
         host, port = host_port(settings["mqtt"], 1883)
         self.ingest = Ingest(
             self.pipeline,

@@ -6,6 +6,7 @@ from a JSON file of the same shape (`siaga gateway --status-scheme FILE`).
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import ConfigError
 
@@ -52,8 +53,22 @@ class StatusScheme:
 
     @classmethod
     def load(cls, path):
+        """A scheme from a JSON list of statuses, each with the fields of Status."""
         try:
             rows = json.loads(open(path, encoding="utf-8").read())
             return cls(tuple(Status(**row) for row in rows))
         except (OSError, ValueError, TypeError) as e:
             raise ConfigError(f"status scheme {path}: {e}") from None
+
+
+def load_schemes(default_file="", folder=""):
+    """Named schemes a unit can use: "default" (the built-in one, or `default_file`) and
+    one per NAME.json in `folder`."""
+    schemes = {"default": StatusScheme.load(default_file) if default_file else StatusScheme()}
+    if folder:
+        paths = sorted(Path(folder).glob("*.json"))
+        if not Path(folder).is_dir():
+            raise ConfigError(f"status schemes folder {folder} does not exist")
+        for path in paths:
+            schemes[path.stem] = StatusScheme.load(path)
+    return schemes

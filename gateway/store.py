@@ -144,6 +144,11 @@ def m004_positions_one_btree(db):
     db.execute("alter table positions_new rename to positions")
 
 
+@migrations()
+def m005_unit_status_scheme(db):
+    db["units"].add_column("status_scheme", str, not_null_default="default")
+
+
 def _state_row(state):
     return {
         "unit_id": state.unit_id,

@@ -93,3 +93,36 @@ def test_impossible_or_foreign_messages_are_quarantined_and_change_nothing(tmp_p
     assert dict(p.refused) == {"unit_mismatch": 1, "impossible_time": 2, "unknown_unit": 1}
     assert count(store, "positions") == 0 and count(store, "status_events") == 0
     assert p.states == {}
+
+
+def test_a_unit_follows_the_status_scheme_its_registry_entry_names(tmp_path):
+    from gateway.statuses import Status, StatusScheme
+
+    store = Store(tmp_path / "siaga.db")
+    rescue = StatusScheme(
+        (
+            Status(1, "ready", "Siap", "Ready", "available"),
+            Status(2, "standby", "Siaga di markas", "Standby at base", "out_of_service"),
+            Status(0, "emergency", "Darurat", "Emergency", "emergency", long_press=True),
+        )
+    )
+    for unit_id, scheme in (("amb-01", "default"), ("sar-01", "rescue")):
+        store.upsert_unit(
+            {"unit_id": unit_id, "kind": "rescue", "callsign": unit_id, "agency": "", "status_scheme": scheme}
+        )
+    p = Pipeline(store, {"default": StatusScheme(), "rescue": rescue}, Limits())
+    now = time.time()
+    for unit_id in ("amb-01", "sar-01"):
+        payload = wire.encode_json("status", 1, 1, key=2, t=int(now), sent=int(now))
+        p.handle(
+            [
+                Incoming(
+                    f"siaga/{unit_id}/conn", wire.encode_json("birth", 1, 0, t=int(now), sent=int(now)), now
+                ),
+                Incoming(f"siaga/{unit_id}/status", payload, now),
+            ],
+            now,
+        )
+    assert p.view("amb-01", now)["availability"] == "available"
+    sar = p.view("sar-01", now)
+    assert sar["availability"] == "out_of_service" and sar["status"]["label"] == "Siaga di markas"
