@@ -6,6 +6,7 @@ import json
 import threading
 
 from conftest import wait_until
+
 from gateway.ingest import Ingest
 from gateway.pipeline import Outcome
 
