@@ -31,6 +31,9 @@ DEFAULTS = {
     "undelivered_alarm_s": 60,  # error pattern and buzzer when a press is still undelivered
     "backoff_min_ms": 500,  # first reconnect delay
     "backoff_max_ms": 30000,  # longest reconnect delay
+    "outbox_max_bytes": 262144,  # flash for waiting messages; past it positions are thinned
+    "outbox_status_cap": 500,  # waiting presses kept before the oldest is dropped
+    "report_batch": 16,  # backlog positions per message when catching up
 }
 for _tunables in (reporter.TUNABLES, fixfilter.TUNABLES):
     for _key in _tunables:

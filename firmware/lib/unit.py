@@ -14,6 +14,7 @@ from flashstate import next_boot
 from keys import Keypad
 from mqtt import MQTTClient
 from nmea import NMEADecoder
+from outbox import Outbox, sending, status_payload
 from reporter import ReportPolicy
 
 FIRMWARE_VERSION = "0.1.0"
@@ -33,10 +34,8 @@ class Unit:
         self.gnss.on_fix = self.on_fix
         self.fixes = FixFilter(cfg)  # the last trusted fix
         self.policy = ReportPolicy(cfg)
-        self.report_due = None  # why the last trusted fix must be reported, or None
         self.last_report_ms = time.ticks_ms()
-        self.unsent = []  # status presses not yet taken by the broker: (seq, key, t)
-        self.unacked = {}  # seq -> key, taken by the broker, awaiting the gateway's ack
+        self.outbox = Outbox("ob", cfg["outbox_max_bytes"], cfg["outbox_status_cap"], log).open()
         self.wake = asyncio.Event()
         self.stopping = False
         self.feedback = Feedback(board, cfg["undelivered_alarm_s"])
@@ -53,6 +52,7 @@ class Unit:
         self.heap_peak = 0
         self.heap_code = 0
         self.assignment = None  # the incident id the dispatcher assigned, if any
+        self.newest_press = None  # seq of the newest press: it goes out before older ones
 
     def next_seq(self):
         seq = self.seq
@@ -66,7 +66,11 @@ class Unit:
     def pressed(self, key, long_press):
         seq = self.next_seq()
         t, ms = self.clock.split()
-        self.unsent.append((seq, key, t, ms))
+        f = self.fixes
+        self.outbox.add_status(
+            self.boot, seq, key, t, ms, f.lat if f.valid else None, f.lon if f.valid else None
+        )
+        self.newest_press = seq
         self.policy.force("status")
         self.feedback.pressed(key, seq)
         self.log("key %d pressed%s: seq %d" % (key, " (long)" if long_press else "", seq))
@@ -79,7 +83,6 @@ class Unit:
             self.log("downlink refused: %s" % e)
             return
         if msg["_type"] == "ack" and msg["boot"] == self.boot:
-            self.unacked.pop(msg["seq"], None)
             self.feedback.acked(msg["seq"])
         elif msg["_type"] == "config":
             self.apply_settings(msg["values"], msg["version"])
@@ -131,10 +134,18 @@ class Unit:
             return
         self.clock.set(fix.time, fix.ms)
         f = self.fixes
-        reason = self.policy.update(f.t, f.lat, f.lon, f.speed, f.track)
-        if reason:
-            self.report_due = reason
-            self.wake.set()
+        if self.policy.update(f.t, f.lat, f.lon, f.speed, f.track):
+            self.report()
+
+    def report(self):
+        """The last trusted fix into the outbox, to be sent as soon as the link allows."""
+        f = self.fixes
+        rec = wire.encode_pos(
+            self.boot, self.next_seq(), int(f.t), f.lat, f.lon, f.speed, f.track, f.sats, f.hdop, 0
+        )
+        self.outbox.add_position(rec)
+        self.last_report_ms = time.ticks_ms()
+        self.wake.set()
 
     async def housekeeping_task(self):
         """At a quiet point each second: collect garbage, note the live heap's peak."""
@@ -167,57 +178,57 @@ class Unit:
             self.feedback.check()
             await asyncio.sleep_ms(10)
 
-    # uplink
-    def _position_payload(self):
-        f = self.fixes
-        return wire.encode_pos(
-            self.boot,
-            self.next_seq(),
-            int(f.t),
-            f.lat,
-            f.lon,
-            f.speed,
-            f.track,
-            f.sats,
-            f.hdop,
-            self.clock.now(),
-        )
-
-    def _report_reason(self):
-        """Why a position goes out now: the policy said so, or the heartbeat is due even
-        without a new fix (the last trusted fix, with its old fix time)."""
-        if not self.fixes.valid:
+    # uplink, in the order the crew and the dispatcher need it: the newest press (never
+    # behind more than one round trip), the other waiting presses oldest first, the
+    # current position, then the position backlog oldest first, several per message.
+    def _next_status(self):
+        waiting = self.outbox.statuses
+        if not waiting:
             return None
-        if self.report_due:
-            return self.report_due
-        if time.ticks_diff(time.ticks_ms(), self.last_report_ms) >= self.policy.heartbeat * 1000:
-            return "heartbeat"
-        return None
+        newest = waiting[-1]
+        return newest if newest[1] == self.newest_press and newest[0] == self.boot else waiting[0]
 
-    def _status_payload(self, seq, key, t, ms):
-        f = self.fixes
-        if f.valid:
-            return wire.encode_json(
-                "status", self.boot, seq, key=key, t=t, ms=ms, sent=self.clock.now(), lat=f.lat, lon=f.lon
-            )
-        return wire.encode_json("status", self.boot, seq, key=key, t=t, ms=ms, sent=self.clock.now())
+    async def _publish_status(self, client, rec):
+        await client.publish(self.topic("status"), status_payload(rec, self.clock.now()), qos=1)
+        self.outbox.acknowledge(rec[0], [rec[1]])
 
-    async def _send_statuses(self, client):
-        while self.unsent:
-            seq, key, t, ms = self.unsent[0]
-            payload = self._status_payload(seq, key, t, ms)
-            await client.publish(self.topic("status"), payload, qos=1)
-            self.unsent.pop(0)
-            self.unacked[seq] = key
+    async def _publish_positions(self, client, records):
+        now = self.clock.now()
+        payload = b"".join(sending(r, now) for r in records)
+        await client.publish(self.topic("pos"), payload, qos=1)
+        for r in records:
+            boot, seq = wire.ident(r)
+            self.outbox.acknowledge(boot, [seq])
+        self.reports += len(records)
+
+    async def _send_one_round(self, client):
+        """Send the most urgent waiting message; False when nothing waits."""
+        rec = self._next_status()
+        if rec is not None:
+            await self._publish_status(client, rec)
+            return True
+        fresh = self.outbox.newest_fresh()
+        if fresh is not None:
+            await self._publish_positions(client, [fresh])
+            return True
+        batch = self.outbox.backlog(self.cfg["report_batch"])
+        if batch:
+            await self._publish_positions(client, batch)
+            return True
+        return False
+
+    def _heartbeat_due(self):
+        """Stopped or without new fixes, the last trusted fix goes out now and then."""
+        interval = self.policy.heartbeat * 1000
+        return self.fixes.valid and time.ticks_diff(time.ticks_ms(), self.last_report_ms) >= interval
 
     async def sender(self, client):
         while True:
-            await self._send_statuses(client)
-            if self._report_reason():
-                self.report_due = None
-                await client.publish(self.topic("pos"), self._position_payload(), qos=1)
-                self.reports += 1
-                self.last_report_ms = time.ticks_ms()
+            if self._heartbeat_due():
+                self.report()
+            if await self._send_one_round(client):
+                continue
+            self.outbox.flush()
             self.wake.clear()
             try:
                 await asyncio.wait_for_ms(self.wake.wait(), 200)
@@ -257,6 +268,8 @@ class Unit:
             board=self.board.name + "/" + self.board.revision,
             reset=self.board.reset_cause(),
             cfg=self.cfg["_version"],
+            dropped=self.outbox.dropped,
+            torn=self.outbox.torn,
         )
         reader = asyncio.create_task(client.run())
         await client.publish(self.topic("conn"), birth, qos=1, retain=True)

@@ -74,6 +74,11 @@ def encode_json(kind, boot, seq, **fields):
     return json.dumps(fields).encode()
 
 
+def ident(record):
+    """(boot, seq) of a position record."""
+    return struct.unpack_from(">HI", record, 1)
+
+
 def _unknown(v, top, scale):
     return None if v == top else v / scale
 

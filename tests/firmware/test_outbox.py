@@ -1,0 +1,120 @@
+# The outbox on a flash folder: durable, framed, bounded, torn records skipped.
+import os
+
+from outbox import Outbox, sending, status_payload
+import wire
+
+T = 1795862700
+
+
+def pos(seq, t=None, boot=1):
+    t = T + seq if t is None else t
+    return wire.encode_pos(boot, seq, t, -2.21 + seq * 1e-5, 113.92, 5.0, 90.0, 9, 0.9, 0)
+
+
+def box(**kw):
+    kw.setdefault("log", lambda m: None)
+    return Outbox("ob", **kw).open()
+
+
+def seqs(records):
+    return [wire.decode_pos(r)["records"][0]["seq"] for r in records]
+
+
+def test_waiting_records_survive_a_reboot_and_acknowledged_ones_do_not():
+    ob = box()
+    ob.add_status(1, 1, 3, T, 250, -2.2, 113.9)
+    ob.add_status(1, 2, 4, T + 60, 0)
+    for seq in range(3, 10):
+        ob.add_position(pos(seq))
+    ob.acknowledge(1, [1, 3, 4])
+    ob.close()
+    ob = box()
+    assert [s[1] for s in ob.statuses] == [2]
+    assert seqs(ob.backlog(100)) == [5, 6, 7, 8, 9]
+    assert ob.waiting == 6
+
+
+def test_backlog_is_oldest_first_in_batches_and_skips_what_is_in_flight():
+    ob = box()
+    for seq in range(1, 40):
+        ob.add_position(pos(seq))
+    assert seqs(ob.backlog(8)) == list(range(1, 9))
+    assert seqs(ob.backlog(3, skip={(1, 1), (1, 2)})) == [3, 4, 5]
+    assert seqs([ob.newest_fresh()]) == [39]
+
+
+def test_a_torn_record_is_skipped_and_what_follows_is_read():
+    ob = box()
+    for seq in range(1, 6):
+        ob.add_position(pos(seq))
+    ob.close()
+    name = "ob/" + sorted(os.listdir("ob"))[0]
+    with open(name, "rb") as f:
+        data = f.read()
+    frame = len(data) // 5
+    with open(name, "wb") as f:  # the third record torn, as by a power cut mid-write
+        f.write(data[: 2 * frame] + data[2 * frame : 3 * frame - 9] + data[3 * frame :])
+    ob = box()
+    assert ob.torn == 1
+    assert seqs(ob.backlog(10)) == [1, 2, 4, 5]
+
+
+def test_a_torn_tail_after_a_power_cut():
+    ob = box()
+    ob.add_status(1, 1, 3, T, 0)
+    ob.close()
+    name = "ob/" + sorted(os.listdir("ob"))[0]
+    with open(name, "ab") as f:
+        f.write(b"\xa5S\x15\x00\x01")  # the start of a frame, then nothing
+    ob = box()
+    assert ob.torn == 1 and [s[1] for s in ob.statuses] == [1]
+    ob.add_status(2, 1, 4, T + 5, 0)  # a new boot writes a new segment
+    ob.close()
+    assert [s[1] for s in box().statuses] == [1, 1]
+
+
+def test_acknowledged_segments_are_deleted_oldest_first():
+    ob = box()
+    for seq in range(1, 600):  # several segments
+        ob.add_position(pos(seq))
+    full = len(os.listdir("ob"))
+    assert full >= 3
+    ob.acknowledge(1, list(range(1, 600)))
+    ob.flush()
+    assert len([n for n in os.listdir("ob") if n.endswith(".log")]) == 1 and ob.waiting == 0
+
+
+def test_full_outbox_thins_positions_keeps_statuses_and_counts():
+    ob = box(max_bytes=12000)
+    ob.add_status(1, 0, 3, T, 0)
+    for seq in range(1, 900):
+        ob.add_position(pos(seq))
+    assert ob.size() <= 12000 + 8192
+    assert ob.dropped["position"] > 0 and ob.dropped["status"] == 0
+    assert [s[1] for s in ob.statuses] == [0]
+    oldest = seqs(ob.backlog(50))
+    assert oldest == sorted(oldest) and ob.waiting < 900
+    assert seqs([ob.newest_fresh()]) == [899]
+    dropped = ob.dropped["position"]
+    ob.close()
+    again = box(max_bytes=12000)
+    assert again.dropped["position"] == dropped and [s[1] for s in again.statuses] == [0]
+
+
+def test_statuses_beyond_the_hard_cap_drop_the_oldest_and_count():
+    ob = box(status_cap=5)
+    for seq in range(8):
+        ob.add_status(1, seq, 3, T + seq, 0)
+    assert [s[1] for s in ob.statuses] == [3, 4, 5, 6, 7] and ob.dropped["status"] == 3
+
+
+def test_payloads_as_they_go_out():
+    rec = pos(7)
+    out = sending(rec, T + 100)
+    got = wire.decode_pos(out)["records"][0]
+    assert got["seq"] == 7 and got["sent"] == T + 100 and got["t"] == T + 7
+    ob = box()
+    st = ob.add_status(1, 9, 0, T, 120, -2.21, 113.92)
+    _, _, msg = wire.decode("siaga/amb-01/status", status_payload(st, T + 3))
+    assert msg["key"] == 0 and msg["ms"] == 120 and msg["sent"] == T + 3 and abs(msg["lat"] + 2.21) < 1e-6
