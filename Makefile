@@ -5,13 +5,16 @@ STAMP   := $(VENV)/.installed
 PYTHON  ?= python3
 SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: demo test lint bench venv mosquitto clean
+.PHONY: demo test lint bench chaos venv mosquitto clean
 
 demo: venv mosquitto
 	exec $(BIN)/siaga demo
 
 test: venv mosquitto
 	$(BIN)/pytest
+
+chaos: venv mosquitto
+	$(BIN)/python -m simulators.chaos --presses 200 --outage 20,120
 
 bench: venv mosquitto
 	$(BIN)/python -m bench

@@ -97,6 +97,12 @@ class GatewayProcess:
             raise RuntimeError(f"registering {unit_id}: {status} {reply}")
         return reply
 
+    def kill(self):
+        """A crash: SIGKILL, nothing saved that was not committed."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def stop(self, timeout=10):
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()

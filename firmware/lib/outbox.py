@@ -51,12 +51,13 @@ def _good(head, body):
     return struct.unpack_from("<I", head, 3)[0] == crc
 
 
-def _frames(path):
-    """(kind, body) of each good frame in a segment file, read a frame at a time (no
-    large buffers). A bad stretch (a torn or corrupt frame) yields (None, offset) once
-    and reading resumes at the next good frame."""
+def _frames(path, pos=0, where=None):
+    """(kind, body) of each good frame in a segment file from offset `pos`, read a frame
+    at a time (no large buffers). A bad stretch (a torn or corrupt frame) yields
+    (None, offset) once and reading resumes at the next good frame. `where`, a list,
+    gets the offset after each frame."""
     with open(path, "rb") as f:
-        pos, bad = 0, False
+        bad = False
         while True:
             f.seek(pos)
             head = f.read(HEADER)
@@ -70,8 +71,10 @@ def _frames(path):
                 pos += 1
                 continue
             bad = False
-            yield head[1], body
             pos += HEADER + len(body)
+            if where is not None:
+                where[0] = pos
+            yield head[1], body
 
 
 def _ident(kind, body):
@@ -311,20 +314,31 @@ class Outbox:
     def newest_fresh(self):
         return self.fresh[-1] if self.fresh else None
 
+    def rewind(self):
+        """Read the backlog from its start again (after a send failed)."""
+        self._cursor = None
+
     def backlog(self, n, skip=()):
-        """Up to n waiting positions, oldest first (a fresh copy of each record)."""
+        """Up to n waiting positions, oldest first, each read once between rewinds: the
+        reader goes on from where it stopped, so a long backlog is read once, not once a
+        batch."""
         out = []
+        start_seg, start_pos = self._cursor or (0, 0)
+        where = [0]
         for seg in self.segments:
-            if seg.waiting <= 0:
+            if seg.number < start_seg or seg.waiting <= 0:
                 continue
-            for kind, body in _frames(self.path(seg.number)):
+            pos = start_pos if seg.number == start_seg else 0
+            for kind, body in _frames(self.path(seg.number), pos, where):
                 if kind != POSITION:
                     continue
                 boot, seq = _ident(kind, body)
                 if not self.acked.has(boot, seq) and (boot, seq) not in skip:
                     out.append(body)
                     if len(out) >= n:
+                        self._cursor = (seg.number, where[0])
                         return out
+        self._cursor = None  # read to the end: the next call starts over
         return out
 
     # bounds

@@ -223,6 +223,7 @@ class Unit:
         return self.fixes.valid and time.ticks_diff(time.ticks_ms(), self.last_report_ms) >= interval
 
     async def sender(self, client):
+        self.outbox.rewind()  # whatever was in flight when the last link died goes again
         while True:
             if self._heartbeat_due():
                 self.report()

@@ -40,6 +40,7 @@ def test_backlog_is_oldest_first_in_batches_and_skips_what_is_in_flight():
     for seq in range(1, 40):
         ob.add_position(pos(seq))
     assert seqs(ob.backlog(8)) == list(range(1, 9))
+    ob.rewind()
     assert seqs(ob.backlog(3, skip={(1, 1), (1, 2)})) == [3, 4, 5]
     assert seqs([ob.newest_fresh()]) == [39]
 
@@ -118,3 +119,15 @@ def test_payloads_as_they_go_out():
     st = ob.add_status(1, 9, 0, T, 120, -2.21, 113.92)
     _, _, msg = wire.decode("siaga/amb-01/status", status_payload(st, T + 3))
     assert msg["key"] == 0 and msg["ms"] == 120 and msg["sent"] == T + 3 and abs(msg["lat"] + 2.21) < 1e-6
+
+
+def test_the_backlog_reader_goes_on_where_it_stopped_and_rewinds():
+    ob = box()
+    for seq in range(1, 30):
+        ob.add_position(pos(seq))
+    first = seqs(ob.backlog(10))
+    second = seqs(ob.backlog(10))
+    assert first == list(range(1, 11)) and second == list(range(11, 21))
+    ob.acknowledge(1, second)
+    ob.rewind()  # the first batch was never acknowledged: it comes again
+    assert seqs(ob.backlog(12)) == list(range(1, 11)) + [21, 22]
