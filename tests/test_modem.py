@@ -177,10 +177,34 @@ def test_a_drop_mid_session_is_detected_and_recovered(simulator, model, tmp_path
 @pytest.mark.parametrize("model", MODELS)
 def test_a_drop_without_a_session_is_seen_in_registration_urcs(simulator, model, tmp_path):
     sim = simulator(model)
-    steps = run(sim, "drop", "idle", cwd=tmp_path, on_step=lambda name, _: name == "connected" and sim.drop(2))
+
+    def on_step(name, step):
+        if name == "connected":
+            sim.drop(searching_polls=2)
+
+    steps = run(sim, "drop", "idle", cwd=tmp_path, on_step=on_step)
     recovered = steps["recovered"]
     assert recovered["events"] == [["lost", "deregistered"], ["up", "home"]]
     assert recovered["state"] == "command" and "ATD*99#" not in sim.commands
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_modem_gone_silent_fails_polls_and_is_restarted(simulator, model, tmp_path):
+    sim = simulator(model)
+
+    def on_step(name, step):
+        if name != "watching":
+            return
+        sim.mute = True  # answers nothing until the driver resets it
+        deadline = time.monotonic() + 5
+        while "AT+CFUN=1,1" not in sim.commands and time.monotonic() < deadline:
+            time.sleep(0.02)
+        sim.mute = False
+
+    steps = run(sim, "silence", cwd=tmp_path, on_step=on_step)
+    assert steps["recovered"]["events"] == [["lost", "poll_timeout"], ["up", "home"]]
+    assert "AT+CFUN=1,1" in sim.commands  # after `restart_after` failed recoveries
+    assert sim.commands.count("ATE0") == 2  # set up again after the reset
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -229,7 +253,7 @@ def test_the_simulator_escapes_only_after_guard_times(simulator):
             time.sleep(wait)
             return os.read(fd, 4096)
 
-        assert talk(b'ATE0\rAT+CGDCONT=1,"IP","internet"\rATD*99#\r', 0.2).endswith(b"CONNECT 150000000\r\n")
+        assert talk(b'ATE0\rAT+CGDCONT=1,"IP","internet"\rATD*99#\r', 0.3).endswith(b"CONNECT 150000000\r\n")
         assert talk(b"x+++", 0.3) == b""  # no guard time before it: data
         time.sleep(0.15)
         assert talk(b"+++", 0.3) == b"\r\nOK\r\n"

@@ -245,7 +245,6 @@ class ATModem:
         self._unsupported = []
         self._pin = None
         self._dial = None  # what to redial after a loss: ("ppp", handoff) or ("tcp", host, port)
-        self._handoff = False
         self._pending = None
         self._waiter = None  # [prefix, line, Event]: a URC a command waits for
         self._partial = b""
@@ -325,7 +324,9 @@ class ATModem:
     def _final(self, line, p):
         error = None
         if line == "OK":
-            pass
+            if p is not None and (p.kind == "connect" or p.kind == "handoff"):
+                self.discards += 1  # a dial ends in CONNECT or a failure, never OK
+                return True
         elif line[:7] == "CONNECT":
             if p is None or p.kind is None or p.kind == "hangup":
                 self.discards += 1
@@ -461,16 +462,20 @@ class ATModem:
         return True
 
     async def power_off(self):
-        if self.power_off_command:
-            if await self._tolerant(self.power_off_command) is None:
-                self.state = "off"
-                return
-        if self.pwrkey is not None:
-            await self._press(self.pwrkey, self.pwrkey_off_ms)
+        """The model's power-off command; PWRKEY held for `pwrkey_off_ms` if that fails."""
+        try:
+            if not self.power_off_command:
+                raise ModemError("error")
+            await self.command(self.power_off_command)
+        except ModemError:
+            if self.pwrkey is not None:
+                await self._press(self.pwrkey, self.pwrkey_off_ms)
         self.state = "off"
 
     async def restart(self):
         """Reset the modem: RESET pin, else PWRKEY off and on, else AT+CFUN=1,1."""
+        self.state = "off"
+        self._need_start = True  # even if the reset command goes unanswered
         if self.reset is not None:
             await self._press(self.reset, self.reset_ms)
         elif self.pwrkey is not None:
@@ -479,8 +484,6 @@ class ATModem:
             await self.power_on()
         else:
             await self._tolerant("AT+CFUN=1,1")
-        self.state = "off"
-        self._need_start = True
 
     async def _probe(self):
         try:
@@ -540,7 +543,7 @@ class ATModem:
                 if not self._pin:
                     raise ModemError("pin_required")
                 sent = True  # sent once: three wrong PINs lock the SIM
-                await self.command('AT+CPIN="%s"' % self._pin)
+                await self._request("AT+CPIN=<pin>", 'AT+CPIN="%s"\r' % self._pin, self.command_ms)
                 continue
             await asyncio.sleep_ms(self.sim_retry_ms)
         raise ModemError("sim_failure", self.sim)
@@ -629,11 +632,9 @@ class ATModem:
             "password": _check_text(password, "password"),
             "auth": 1 if user else 0,  # PAP with a user name, else none
         }
-        for fmt in self.apn_commands:
-            await self.command(fmt % values)
-        if user:
-            for fmt in self.auth_commands:
-                await self.command(fmt % values)
+        # the format is the command's name in errors: no password in a log
+        for fmt in self.apn_commands + (self.auth_commands if user else ()):
+            await self._request(fmt, fmt % values + "\r", self.command_ms)
         self.apn = apn
 
     async def connect_data(self, handoff=False):
@@ -643,7 +644,6 @@ class ATModem:
         cmd = self.dial_command
         result = await self._request(cmd, cmd + "\r", self.dial_ms, kind="handoff" if handoff else "connect")
         self.state = "data"
-        self._handoff = handoff
         self._dial = ("ppp", handoff)
         return result
 
@@ -660,7 +660,6 @@ class ATModem:
         cmd = self.tcp_socket_command % (host, port)
         await self._request(cmd, cmd + "\r", self.dial_ms, kind="handoff")
         self.state = "data"
-        self._handoff = True
         self._dial = ("tcp", host, port)
         return self._reader, self._writer
 
@@ -679,7 +678,6 @@ class ATModem:
                 if e.reason == "timeout":
                     raise
         self.state = "command"
-        self._handoff = False
 
     async def hangup(self):
         """End the data session: "+++" between guard times, then ATH (or close the
@@ -723,6 +721,7 @@ class ATModem:
 
     async def _watch(self, poll_ms, link_up):
         while self._lost_reason is None:
+            self._lost.clear()
             try:
                 await asyncio.wait_for_ms(self._lost.wait(), poll_ms)
                 continue

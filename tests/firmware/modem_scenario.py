@@ -88,6 +88,28 @@ async def drop(m, session="data"):
     emit(step="recovered", events=events, **m.telemetry())
 
 
+async def silence(m):
+    # the modem stops answering mid-operation: failed polls, backoff, a restart
+    await m.start()
+    await m.register(2000)
+    m.command_ms = 150
+    events = []
+    up = asyncio.Event()
+
+    def changed(event, detail):
+        events.append([event, detail])
+        if event == "up":
+            up.set()
+
+    supervisor = m.supervise(
+        poll_ms=100, register_ms=300, backoff_ms=50, max_backoff_ms=200, on_change=changed
+    )
+    asyncio.create_task(supervisor)
+    emit(step="watching", reg=m.reg)  # the test silences the modem now
+    await asyncio.wait_for_ms(up.wait(), 8000)
+    emit(step="recovered", events=events, **m.telemetry())
+
+
 async def silent(m):
     t0 = time.ticks_ms()
     try:

@@ -55,7 +55,8 @@ def test_operator_model_and_errors():
     assert modem.parse_cops('+COPS: 0,0,"Telkomsel",7') == ("Telkomsel", "lte")
     assert modem.parse_cops("+COPS: 0") == (None, None)
     assert modem.parse_ati(["Quectel", "EC25", "Revision: EC25EFAR06A06M4G"]) == ("EC25", "EC25EFAR06A06M4G")
-    assert modem.parse_ati(["Manufacturer: SIMCOM INCORPORATED", "Model: SIMCOM_SIM7600E-H"])[0] == "SIM7600E-H"
+    simcom = ["Manufacturer: SIMCOM INCORPORATED", "Model: SIMCOM_SIM7600E-H"]
+    assert modem.parse_ati(simcom)[0] == "SIM7600E-H"
     assert modem.cme_reason(" 10") == ("no_sim", 10)
     assert modem.cme_reason("incorrect password") == ("pin_wrong", 16)
     assert modem.cme_reason("999") == ("cme_error", 999)
