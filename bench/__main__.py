@@ -5,13 +5,14 @@ import json
 import sys
 from pathlib import Path
 
-from . import gateway, nmea_speed, policy, unit
+from . import gateway, nmea_speed, outbox, policy, unit
 
 GROUPS = {
     "policy": policy.figures,
     "unit": unit.figures,
     "nmea": nmea_speed.figures,
     "gateway": gateway.figures,
+    "outbox": outbox.figures,
 }
 OUT = Path("var") / "bench.json"
 

@@ -29,6 +29,7 @@ class Packet:
     kind: str
     size: int  # bytes on the wire, fixed header included
     topic: str | None
+    payload: int = 0  # bytes of a PUBLISH's payload
 
 
 class MQTTFramer:
@@ -63,12 +64,14 @@ class MQTTFramer:
 
 
 def describe(packet, header_len):
+    """(kind, topic, payload length) of one MQTT packet."""
     kind = MQTT_TYPES.get(packet[0] >> 4, str(packet[0] >> 4))
-    topic = None
-    if kind == "PUBLISH":
-        tlen = int.from_bytes(packet[header_len : header_len + 2], "big")
-        topic = packet[header_len + 2 : header_len + 2 + tlen].decode(errors="replace")
-    return kind, topic
+    if kind != "PUBLISH":
+        return kind, None, 0
+    tlen = int.from_bytes(packet[header_len : header_len + 2], "big")
+    topic = packet[header_len + 2 : header_len + 2 + tlen].decode(errors="replace")
+    start = header_len + 2 + tlen + (2 if packet[0] & 0x06 else 0)  # packet id with QoS > 0
+    return kind, topic, len(packet) - start
 
 
 class Link:
@@ -115,8 +118,8 @@ class Link:
                 if not data:
                     break
                 for packet, header_len in framer.feed(data):
-                    kind, topic = describe(packet, header_len)
-                    self.packets.append(Packet(time.time(), direction, kind, len(packet), topic))
+                    kind, topic, payload = describe(packet, header_len)
+                    self.packets.append(Packet(time.time(), direction, kind, len(packet), topic, payload))
                 dst.sendall(data)
         except OSError:
             pass
