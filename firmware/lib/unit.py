@@ -37,6 +37,8 @@ class Unit:
         self.last_report_ms = time.ticks_ms()
         self.outbox = Outbox("ob", cfg["outbox_max_bytes"], cfg["outbox_status_cap"], log).open()
         self.wake = asyncio.Event()
+        self.retry_now = asyncio.Event()
+        self.link_up = False
         self.stopping = False
         self.feedback = Feedback(board, cfg["undelivered_alarm_s"])
         self.keypad = Keypad(
@@ -71,6 +73,7 @@ class Unit:
             self.boot, seq, key, t, ms, f.lat if f.valid else None, f.lon if f.valid else None
         )
         self.newest_press = seq
+        self.retry_now.set()  # no waiting out a long backoff with a press to deliver
         self.policy.force("status")
         self.feedback.pressed(key, seq)
         self.log("key %d pressed%s: seq %d" % (key, " (long)" if long_press else "", seq))
@@ -275,6 +278,7 @@ class Unit:
         reader = asyncio.create_task(client.run())
         await client.publish(self.topic("conn"), birth, qos=1, retain=True)
         await client.subscribe(self.topic("down"), 1)
+        self.link_up = True
         self.log(
             "link up: broker %s:%d, session present %s"
             % (self.cfg["broker_host"], self.cfg["broker_port"], client.session_present)
@@ -287,8 +291,11 @@ class Unit:
                 t.cancel()
 
     async def link_task(self):
+        """Keep the link up: reconnect with jittered exponential backoff, from the start
+        again after a session that came up, and at once when the crew presses a key."""
         delay = self.cfg["backoff_min_ms"]
         while not self.stopping:
+            self.link_up = False
             try:
                 await self._session()
             except LINK_ERRORS as e:
@@ -297,7 +304,15 @@ class Unit:
                 self.client.close()
             if self.stopping:
                 break
-            await asyncio.sleep_ms(delay // 2 + random.getrandbits(16) % (delay // 2 + 1))
+            if self.link_up:
+                delay = self.cfg["backoff_min_ms"]
+            self.retry_now.clear()
+            try:
+                await asyncio.wait_for_ms(
+                    self.retry_now.wait(), delay // 2 + random.getrandbits(16) % (delay // 2 + 1)
+                )
+            except asyncio.TimeoutError:
+                pass
             delay = min(delay * 2, self.cfg["backoff_max_ms"])
             gc.collect()
 
