@@ -73,6 +73,7 @@ class VirtualUnit:
         config=None,
         echo=False,
         flash_firmware=True,
+        watchdog_s=30.0,
     ):
         self.unit_id = unit_id
         self.flash = Path(flash)
@@ -82,6 +83,8 @@ class VirtualUnit:
         self.config = dict(config or {})
         self.echo = echo
         self.flash_firmware = flash_firmware
+        self.watchdog_s = watchdog_s
+        self.resets = 0
         self.rng = random.Random(seed)
         self.mover = Mover(*start_xy, t=time.time(), rng=self.rng)
         self.receiver = Receiver(seed=seed)
@@ -115,11 +118,21 @@ class VirtualUnit:
         # The slave ends stay open here too: a pty whose slave is closed reads EIO.
         self.gnss_fd, self._gnss_slave, gnss_path = _pty()
         self.panel_fd, self._panel_slave, panel_path = _pty()
+        self._vboard = f"gnss={gnss_path},panel={panel_path}"
+        self._spawn("power_on")
+        for target in (self._feed_gnss, self._read_panel, self._serve_control, self._watchdog):
+            threading.Thread(target=target, daemon=True, name=f"{self.unit_id}-{target.__name__}").start()
+        return self
+
+    def _spawn(self, reset_cause):
+        """Start the firmware, as at power-on or after a reset of the given cause."""
         env = dict(
             os.environ,
             MICROPYPATH=".frozen",  # + the flash folder (main.py's) and lib/, as on a board
-            SIAGA_VBOARD=f"gnss={gnss_path},panel={panel_path}",
+            SIAGA_VBOARD=self._vboard,
+            SIAGA_RESET_CAUSE=reset_cause,
         )
+        self.fed_at = time.time()  # the watchdog runs from the start: boot within its time
         self.proc = subprocess.Popen(
             [micropython_bin(), "-X", f"heapsize={self.heap}", "main.py"],
             cwd=self.flash,
@@ -129,9 +142,19 @@ class VirtualUnit:
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
         )
-        for target in (self._feed_gnss, self._read_panel, self._read_console, self._serve_control):
-            threading.Thread(target=target, daemon=True, name=f"{self.unit_id}-{target.__name__}").start()
-        return self
+        threading.Thread(
+            target=self._read_console, args=(self.proc,), daemon=True, name=f"{self.unit_id}-console"
+        ).start()
+
+    def _watchdog(self):
+        """The board's hardware watchdog: not fed for `watchdog_s`, it resets the unit."""
+        while not self.stopped.wait(0.5):
+            fed = self.fed_at
+            if time.time() - fed > self.watchdog_s and self.running:
+                self.resets += 1
+                self.proc.kill()
+                self.proc.wait()
+                self._spawn("watchdog")
 
     # simulated hardware
     def _live_samples(self):
@@ -165,6 +188,8 @@ class VirtualUnit:
                 self.leds[int(parts[1])] = parts[2]
             elif len(parts) == 2 and parts[0] == "B":
                 self.buzzer = parts[1] == "1"
+            elif parts == ["W"]:
+                self.fed_at = time.time()
 
     def _read_panel(self):
         buf = b""
@@ -178,8 +203,8 @@ class VirtualUnit:
                 line, buf = buf.split(b"\n", 1)
                 self._panel_event(line.decode(errors="replace").strip())
 
-    def _read_console(self):
-        for raw in self.proc.stdout:
+    def _read_console(self, proc):
+        for raw in proc.stdout:
             line = raw.decode(errors="replace").rstrip()
             self.lines.append(line)
             del self.lines[:-500]
@@ -223,6 +248,9 @@ class VirtualUnit:
             return {"ok": True}
         if cmd == "state":
             return dict(self.state(), console=self.lines[-int(req.get("lines", 20)) :])
+        if cmd == "hang":  # fault injection: a task hangs (busy) or stops (stall)
+            self._panel_write(f"H {req.get('how', 'stall')}\n")
+            return {"ok": True}
         if cmd == "gnss":
             self.receiver.fix = bool(req.get("fix", True))
             return {"ok": True}

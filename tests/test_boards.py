@@ -393,16 +393,30 @@ def test_reset_causes():
     m.cause = m.PWRON_RESET
 
 
+class Unit:
+    ok = True
+
+    def healthy(self):
+        return self.ok
+
+
+def run_board(board, unit):
+    try:
+        asyncio.run(asyncio.wait_for_ms(board.run(unit), 300))
+    except asyncio.TimeoutError:
+        pass
+    return m.wdts[-1]
+
+
 def test_run():
     board = ESP32S3SIM7600M8N_R1()
     m.writes[:] = []
-    try:
-        asyncio.run(asyncio.wait_for_ms(board.run(None), 300))
-    except asyncio.TimeoutError:
-        pass
-    wdt = m.wdts[-1]
+    wdt = run_board(board, Unit())
     check(wdt.timeout == board.wdt_ms and wdt.fed >= 3, 'watchdog started and fed')
     check(any(n == board.pins['status_led'] for n, v in m.writes), 'heartbeat')
+    sick = Unit()
+    sick.ok = False
+    check(run_board(ESP32S3SIM7600M8N_R1(), sick).fed == 0, 'a hung task: the watchdog is not fed')
 
 
 test_s3()

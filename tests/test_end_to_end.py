@@ -126,3 +126,22 @@ def test_settings_pushed_by_the_gateway_are_kept_and_reported(gateway, vunits, u
     wait_until(lambda: (gateway.unit(unit_id)["device"] or {}).get("boot") == 1, what="the new birth")
     assert gateway.unit(unit_id)["device"]["cfg"] == 1
     assert gateway.unit(unit_id)["settings_pushed"]["version"] == 2
+
+
+def test_a_hung_task_stops_the_watchdog_and_the_unit_restarts(gateway, vunits, unit_id):
+    gateway.register(unit_id)
+    unit = vunits(unit_id, watchdog_s=3)
+    wait_until(lambda: gateway.unit(unit_id)["link"] == "online", what="the unit's birth")
+    unit.press(2)
+    wait_until(lambda: gateway.unit(unit_id)["availability"] == "available", what="available")
+    for how, boot in (("stall", 1), ("busy", 2)):  # a task that stops; a loop that never yields
+        unit._panel_write(f"H {how}\n")
+        wait_until(lambda b=boot: (gateway.unit(unit_id)["device"] or {}).get("boot") == b, timeout=30,
+                   what=f"the reboot after the watchdog ({how})")
+        device = gateway.unit(unit_id)["device"]
+        assert device["reset"] == "watchdog"
+    assert unit.resets == 2
+    assert any("watchdog: task keys is hung" in line for line in unit.lines)
+    unit.press(3)  # the unit works again, and nothing was lost across the resets
+    wait_until(lambda: gateway.unit(unit_id)["availability"] == "busy", what="the press after the reboots")
+    assert [h["key"] for h in gateway.get(f"/api/v1/units/{unit_id}/statuses")[1]] == [3, 2]

@@ -29,5 +29,6 @@ class Board:
         return "unknown"
 
     async def run(self, unit):
-        """Board-specific background work (panel I/O, watchdog); never returns."""
+        """Board-specific background work (panel I/O, watchdog); never returns. The
+        watchdog is fed only while `unit.healthy()`: a hung task reboots the unit."""
         raise NotImplementedError

@@ -309,8 +309,8 @@ class ESP32Board(Board):
         wdt = machine.WDT(timeout=self.wdt_ms) if self.wdt_ms else None
         refreshed = time.ticks_ms()
         while True:
-            if wdt is not None:
-                wdt.feed()
+            if wdt is not None and unit.healthy():
+                wdt.feed()  # only while every critical task of the unit is alive
             now = time.ticks_ms()
             self._show_leds(now)
             if self._status is not None:

@@ -4,8 +4,12 @@
 #   panel  the crew panel, one line per event
 #          in:  "K <key> <1|0>"  key down / up (raw: may bounce)
 #               "P 0"            ignition off: shut down cleanly
+#               "H busy"|"H stall"  fault injection: the event loop spins for ever, or
+#                                the keys task stops (to prove the watchdog)
 #          out: "L <key> <off|on|blink|error>"  a key's LED
 #               "B <1|0>"        buzzer
+#               "W"              the watchdog is fed (the simulator resets the unit
+#                                when it is not fed for its timeout)
 # The pty paths come in the environment variable SIAGA_VBOARD as "gnss=PATH,panel=PATH".
 import asyncio
 import os
@@ -65,11 +69,23 @@ class VirtualBoard(Board):
             self._keys[int(parts[1])] = parts[2] == b"1"
         elif parts == [b"P", b"0"]:
             unit.shutdown()
+        elif parts == [b"H", b"busy"]:
+            while True:  # a task that never yields: nothing else runs, nothing feeds
+                pass
+        elif parts == [b"H", b"stall"]:
+            unit.stall_keys = True
+
+    async def _feed(self, unit):
+        while True:
+            if unit.healthy():
+                self._emit("W")
+            await asyncio.sleep_ms(1000)
 
     async def run(self, unit):
         if not self._panel_path:
             while True:
                 await asyncio.sleep(3600)
+        asyncio.create_task(self._feed(unit))
         panel = asyncio.StreamReader(open(self._panel_path, "rb"))
         while True:
             line = await panel.readline()

@@ -1,14 +1,16 @@
-# An asyncio MQTT 3.1.1 client for the unit: QoS 0 and 1, persistent session, last will,
-# keepalive. It runs over any asyncio stream pair (asyncio.open_connection here and on
-# the ESP32). Link faults are OSError; the unit's supervisor reconnects.
+# An asyncio MQTT 3.1.1 client for the unit: QoS 0 and 1, a persistent session whose
+# unacknowledged messages outlive a link, last will, keepalive pings, user name and
+# password, TLS with the broker's certificate verified. It runs over asyncio streams
+# (asyncio.open_connection, here and on the ESP32). One client serves every session:
+# after a link fault, connect() again. Link faults are OSError (MQTTError); the unit's
+# supervisor reconnects with backoff. Memory is bounded: at most max_inflight messages
+# kept for resending and max_packet bytes of an incoming packet; what does not fit is
+# dropped and counted (discards, oversize).
 import asyncio
 import struct
 import time
 
-CONNECT_TIMEOUT_MS = 10000
-PUBACK_TIMEOUT_MS = 10000
-
-_CONNACK_ERRORS = {
+_REFUSED = {
     1: "unacceptable protocol version",
     2: "client id rejected",
     3: "server unavailable",
@@ -37,10 +39,57 @@ def _str(s):
     return struct.pack(">H", len(s)) + s
 
 
+def _certificates(data):
+    """The DER certificates in the bytes of a PEM or DER file (MicroPython's ssl parses
+    DER only)."""
+    if b"-----BEGIN" not in data:
+        return [data]
+    import binascii
+
+    return [binascii.a2b_base64(p.split(b"-----END")[0]) for p in data.split(b"CERTIFICATE-----")[1::2]]
+
+
+def tls_context(cafile):
+    """An SSL context that trusts only the CA certificate(s) in `cafile` (PEM or DER) and
+    requires the broker's certificate to be signed by one and to carry its name: it fails
+    closed (MQTTError) when the file is missing or holds no certificate."""
+    import ssl
+
+    if not cafile:
+        raise MQTTError("TLS needs the broker's CA certificate (broker_ca)")
+    try:
+        with open(cafile, "rb") as f:
+            certs = _certificates(f.read())
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        for der in certs:
+            ctx.load_verify_locations(cadata=der)
+    except (OSError, ValueError) as e:
+        raise MQTTError("TLS: no CA certificate from %s: %s" % (cafile, e))
+    return ctx
+
+
 class MQTTClient:
+    connect_timeout_ms = 10000  # TCP, TLS handshake, CONNACK and the resending after it
+    ack_timeout_ms = 10000  # PUBACK or SUBACK; past it the link is taken for dead
+    max_inflight = 8  # QoS 1 messages kept for resending; past it the oldest is dropped
+    max_packet = 2048  # larger incoming packets are skipped, acknowledged and counted
+
     def __init__(
-        self, client_id, host, port=1883, user=None, password=None, keepalive=60, clean=False, will=None
+        self,
+        client_id,
+        host,
+        port=1883,
+        user=None,
+        password=None,
+        keepalive=60,
+        clean=False,
+        will=None,
+        ssl=None,
+        server_hostname=None,
     ):
+        if ssl is True:
+            raise ValueError("ssl: an SSL context or the CA file, to verify the broker")
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -48,27 +97,77 @@ class MQTTClient:
         self.password = password
         self.keepalive = keepalive
         self.clean = clean
-        self.will = will  # (topic, payload, qos, retain) or None
+        self.will = will  # (topic, payload, qos, retain) or None; read at each connect()
+        self.ssl = ssl or None  # None, an SSL context, or the path of the CA certificate
+        self.server_hostname = server_hostname or None  # the name to verify: default host
         self.on_message = None  # callback(topic, payload)
+        self.session_present = False
+        self.discards = 0  # in-flight messages dropped from the resend list (it was full)
+        self.oversize = 0  # incoming messages dropped for being over max_packet
+        self.resent = 0  # in-flight messages sent again after a reconnect
         self._reader = None
         self._writer = None
+        self._lock = asyncio.Lock()  # one packet at a time on the stream
         self._pid = 0
-        self._acked = {}  # pid -> True once its PUBACK/SUBACK arrived
+        self._inflight = []  # [pid, topic, payload, retain] of QoS 1 messages not PUBACKed
+        self._waiting = {}  # pid -> None, then the ack's code, for publish() and subscribe()
         self._ack_event = asyncio.Event()
         self._last_rx = 0
-        self.session_present = False
+
+    @property
+    def connected(self):
+        return self._writer is not None
 
     def _next_pid(self):
-        self._pid = self._pid % 65535 + 1
-        return self._pid
+        while True:
+            self._pid = self._pid % 65535 + 1
+            if self._pid not in self._waiting and self._find(self._pid) < 0:
+                return self._pid
 
+    def _find(self, pid):
+        for i, entry in enumerate(self._inflight):
+            if entry[0] == pid:
+                return i
+        return -1
+
+    # the wire
     async def _send(self, header, body):
         w = self._writer
         if w is None:
             raise MQTTError("not connected")
-        w.write(bytes([header]) + _varlen(len(body)) + body)
-        await w.drain()
+        async with self._lock:
+            w.write(bytes([header]) + _varlen(len(body)) + body)
+            await w.drain()
 
+    async def _read(self, n):
+        r = self._reader
+        if r is None:
+            raise MQTTError("not connected")
+        try:
+            return await r.readexactly(n)
+        except EOFError:
+            raise MQTTError("connection closed by the other end")
+
+    async def _read_packet(self):
+        """(header, body, whole): a body over max_packet is cut there (whole False)."""
+        header = (await self._read(1))[0]
+        n = shift = 0
+        while True:
+            b = (await self._read(1))[0]
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+            if shift > 21:
+                raise MQTTError("malformed packet length")
+        body = await self._read(min(n, self.max_packet)) if n else b""
+        skip = n - len(body)
+        while skip > 0:
+            skip -= len(await self._read(min(skip, 256)))
+        self._last_rx = time.ticks_ms()
+        return header, body, n == len(body)
+
+    # the session
     def _connect_packet(self):
         flags = 0 if not self.clean else 0x02
         payload = _str(self.client_id)
@@ -85,29 +184,73 @@ class MQTTClient:
         return b"\x00\x04MQTT\x04" + bytes([flags]) + struct.pack(">H", self.keepalive) + payload
 
     async def connect(self):
-        """Open the link and complete CONNECT/CONNACK; returns Session Present."""
+        """Open the link and complete CONNECT/CONNACK, then send the messages the last
+        session left unacknowledged, before anything new; all within connect_timeout_ms.
+        Returns Session Present. MQTTError, naming the broker and the cause, on failure."""
         self.close()
-        self._reader, self._writer = await asyncio.wait_for_ms(
-            asyncio.open_connection(self.host, self.port), CONNECT_TIMEOUT_MS
-        )
-        await self._send(0x10, self._connect_packet())
-        head = await asyncio.wait_for_ms(self._reader.readexactly(4), CONNECT_TIMEOUT_MS)
-        if head[0] != 0x20 or head[1] != 2:
-            raise MQTTError("no CONNACK")
-        if head[3]:
-            raise MQTTError("broker refused: " + _CONNACK_ERRORS.get(head[3], str(head[3])))
-        self.session_present = bool(head[2] & 1)
-        self._last_rx = time.ticks_ms()
+        ok = False
+        try:
+            await asyncio.wait_for_ms(self._open(), self.connect_timeout_ms)
+            ok = True
+        except asyncio.TimeoutError:
+            raise MQTTError(
+                "connect to %s:%d failed: no CONNACK within %d ms"
+                % (self.host, self.port, self.connect_timeout_ms)
+            )
+        except (OSError, ValueError) as e:  # MicroPython's ssl: ValueError for a refused cert
+            raise MQTTError("connect to %s:%d failed: %s" % (self.host, self.port, _reason(e)))
+        finally:
+            if not ok:
+                self.close()
         return self.session_present
 
+    async def _open(self):
+        if self.ssl is None:
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        else:
+            if isinstance(self.ssl, str):
+                self.ssl = tls_context(self.ssl)  # once, kept for the next sessions
+            self._reader, self._writer = await asyncio.open_connection(
+                self.host, self.port, ssl=self.ssl, server_hostname=self.server_hostname
+            )
+        await self._send(0x10, self._connect_packet())
+        header, body, _ = await self._read_packet()
+        if header != 0x20 or len(body) != 2:
+            raise MQTTError("no CONNACK")
+        if body[1]:
+            raise MQTTError("broker refused: %s (%d)" % (_REFUSED.get(body[1], "code"), body[1]))
+        self.session_present = bool(body[0] & 1)
+        self._last_rx = time.ticks_ms()
+        await self._resend()
+
+    async def _resend(self):
+        """Session Present: the broker kept the session, the unacknowledged messages go
+        again with DUP and their packet ids (MQTT 3.1.1 §4.4). Without it the session was
+        lost (§3.2.2.2): they go again as new messages, with new packet ids."""
+        for entry in self._inflight:
+            if self.session_present:
+                header = 0x3A
+            else:
+                entry[0] = 0
+                entry[0] = self._next_pid()
+                header = 0x32
+            await self._send(header | (1 if entry[3] else 0), _publish_body(entry[1], entry[0], entry[2]))
+            self.resent += 1
+
     def close(self):
-        if self._writer is not None:
+        """Drop the link (no DISCONNECT: the broker publishes the will). Unacknowledged
+        messages stay for the next connect()."""
+        w = self._writer
+        self._reader = self._writer = None
+        if w is not None:
             try:
-                self._writer.close()
+                w.close()
+                s = getattr(w, "s", None)  # MicroPython's Stream.close() leaves it open
+                if s is not None:
+                    s.close()
             except OSError:
                 pass
-        self._reader = self._writer = None
-        self._acked = {}
+        self._ack_event.set()  # whoever waits for an ack learns at once
 
     async def disconnect(self):
         try:
@@ -115,80 +258,121 @@ class MQTTClient:
         finally:
             self.close()
 
+    # acknowledgements
     async def _wait_ack(self, pid, timeout_ms):
+        """The ack's code; MQTTError when the link is lost first, or after timeout_ms, when
+        the link is closed too: a broker that does not acknowledge is as good as dead."""
+        waiting = self._waiting
+        waiting[pid] = None
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
-        while pid not in self._acked:
-            left = time.ticks_diff(deadline, time.ticks_ms())
-            if left <= 0 or self._writer is None:
-                self._acked.pop(pid, None)
-                raise MQTTError("no acknowledgement for packet %d" % pid)
-            self._ack_event.clear()
-            try:
-                await asyncio.wait_for_ms(self._ack_event.wait(), left)
-            except asyncio.TimeoutError:
-                pass
-        del self._acked[pid]
+        try:
+            while waiting[pid] is None:
+                if self._writer is None:
+                    raise MQTTError("link lost before the acknowledgement of packet %d" % pid)
+                left = time.ticks_diff(deadline, time.ticks_ms())
+                if left <= 0:
+                    self.close()
+                    raise MQTTError("no acknowledgement of packet %d within %d ms" % (pid, timeout_ms))
+                self._ack_event.clear()
+                try:
+                    await asyncio.wait_for_ms(self._ack_event.wait(), left)
+                except asyncio.TimeoutError:
+                    pass
+            return waiting[pid]
+        finally:
+            del waiting[pid]
 
-    async def publish(self, topic, payload, qos=0, retain=False, timeout_ms=PUBACK_TIMEOUT_MS):
-        """Send a message; with QoS 1 return only after the broker's PUBACK."""
-        header = 0x30 | (qos << 1) | (1 if retain else 0)
-        body = _str(topic)
-        pid = 0
-        if qos:
-            pid = self._next_pid()
-            body += struct.pack(">H", pid)
-        await self._send(header, body + payload)
-        if qos:
-            await self._wait_ack(pid, timeout_ms)
+    def _acked(self, pid, code):
+        i = self._find(pid)
+        if i >= 0:
+            del self._inflight[i]
+        if pid in self._waiting:
+            self._waiting[pid] = code
+            self._ack_event.set()
+
+    async def publish(self, topic, payload, qos=0, retain=False, timeout_ms=None):
+        """Send a message. QoS 1: it is kept until its PUBACK (sent again by the next
+        connect() if the link fails first), and publish() returns only after the PUBACK;
+        with none within timeout_ms the link is closed and MQTTError raised."""
+        if qos > 1:
+            raise ValueError("QoS 0 or 1")
+        if self._writer is None:
+            raise MQTTError("not connected")
+        retain = 1 if retain else 0
+        if not qos:
+            await self._send(0x30 | retain, _str(topic) + payload)
+            return
+        pid = self._next_pid()
+        if len(self._inflight) >= self.max_inflight:
+            self._inflight.pop(0)
+            self.discards += 1
+        self._inflight.append([pid, topic, payload, retain])
+        await self._send(0x32 | retain, _publish_body(topic, pid, payload))
+        await self._wait_ack(pid, timeout_ms or self.ack_timeout_ms)
 
     async def subscribe(self, topic, qos=1):
         pid = self._next_pid()
         await self._send(0x82, struct.pack(">H", pid) + _str(topic) + bytes([qos]))
-        await self._wait_ack(pid, PUBACK_TIMEOUT_MS)
+        if await self._wait_ack(pid, self.ack_timeout_ms) == 0x80:
+            raise MQTTError("subscription to %s refused" % topic)
 
-    async def _read_packet(self):
-        r = self._reader
-        header = (await r.readexactly(1))[0]
-        n, shift = 0, 0
-        while True:
-            b = (await r.readexactly(1))[0]
-            n |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                break
-        body = await r.readexactly(n) if n else b""
-        self._last_rx = time.ticks_ms()
-        return header, body
-
-    async def _handle_publish(self, header, body):
+    # the reader
+    async def _handle_publish(self, header, body, whole):
         tlen = struct.unpack_from(">H", body, 0)[0]
-        topic = body[2 : 2 + tlen].decode()
         pos = 2 + tlen
         qos = (header >> 1) & 3
+        pid = None
         if qos:
             pid = body[pos : pos + 2]
             pos += 2
-        if self.on_message:
-            self.on_message(topic, body[pos:])
+        if not whole:
+            self.oversize += 1
+        elif self.on_message:  # a redelivery (DUP) too: the unit's downlink is idempotent
+            self.on_message(body[2 : 2 + tlen].decode(), body[pos:])
         if qos:
             await self._send(0x40, pid)
 
     async def run(self):
-        """Read packets until the link fails; raises OSError then."""
-        while True:
-            header, body = await self._read_packet()
-            kind = header & 0xF0
-            if kind == 0x30:
-                await self._handle_publish(header, body)
-            elif kind in (0x40, 0x90):  # PUBACK, SUBACK
-                self._acked[struct.unpack_from(">H", body, 0)[0]] = True
-                self._ack_event.set()
+        """Read packets until the link fails; then close it and raise MQTTError (OSError)."""
+        reader = self._reader
+        try:
+            while True:
+                header, body, whole = await self._read_packet()
+                kind = header & 0xF0
+                if kind == 0x30:
+                    await self._handle_publish(header, body, whole)
+                elif kind == 0x40:  # PUBACK
+                    self._acked(struct.unpack_from(">H", body, 0)[0], 0)
+                elif kind == 0x90:  # SUBACK
+                    self._acked(struct.unpack_from(">H", body, 0)[0], body[2])
+        finally:
+            if self._reader is reader:  # not a newer session's link
+                self.close()
 
     async def keep_alive(self):
-        """Ping while idle; a link silent for 1.5 keepalives is dead (OSError)."""
-        period = self.keepalive * 1000 // 2
+        """Ping when nothing came for half a keepalive; a link that brought nothing for 1.5
+        keepalives is dead even when TCP has not noticed (a dead zone): it is closed and
+        MQTTError raised. So a dead link is found within twice the keepalive."""
+        if not self.keepalive:
+            return
+        half = self.keepalive * 500
+        limit = 3 * half
+        writer = self._writer
         while True:
-            await asyncio.sleep_ms(period)
-            if time.ticks_diff(time.ticks_ms(), self._last_rx) > period * 3:
-                raise MQTTError("link silent for %d s" % (period * 3 // 1000))
-            await self._send(0xC0, b"")
+            silent = time.ticks_diff(time.ticks_ms(), self._last_rx)
+            if silent >= limit:
+                if self._writer is writer:
+                    self.close()
+                raise MQTTError("link silent for %d ms (keepalive %d s)" % (silent, self.keepalive))
+            if silent >= half and not self._lock.locked():
+                await self._send(0xC0, b"")  # PINGREQ
+            await asyncio.sleep_ms(min(half, limit - silent))
+
+
+def _publish_body(topic, pid, payload):
+    return _str(topic) + struct.pack(">H", pid) + payload
+
+
+def _reason(e):
+    """An exception's message (MicroPython's TLS errors come wrapped in newlines)."""
+    return " ".join(str(e).split())

@@ -19,6 +19,9 @@ from reporter import ReportPolicy
 
 FIRMWARE_VERSION = "0.1.0"
 LINK_ERRORS = (OSError, EOFError, asyncio.TimeoutError)
+# The tasks the watchdog guards, and how long each may go without a sign of life (ms):
+# the link task waits at most a publish time-out or a backoff between its beats.
+CRITICAL_TASKS = {"keys": 5000, "housekeeping": 5000, "link": 60000}
 
 
 class Unit:
@@ -55,6 +58,10 @@ class Unit:
         self.heap_code = 0
         self.assignment = None  # the incident id the dispatcher assigned, if any
         self.newest_press = None  # seq of the newest press: it goes out before older ones
+        now = time.ticks_ms()
+        self.beats = {task: now for task in CRITICAL_TASKS}  # the last sign of life of each
+        self.hung = None
+        self.stall_keys = False
 
     def next_seq(self):
         seq = self.seq
@@ -155,6 +162,7 @@ class Unit:
         n = 0
         while True:
             await asyncio.sleep_ms(1000)
+            self.beat("housekeeping")
             gc.collect()
             self.heap_peak = max(self.heap_peak, gc.mem_alloc())
             n += 1
@@ -177,9 +185,27 @@ class Unit:
 
     async def keys_task(self):
         while True:
+            self.beat("keys")
             self.keypad.poll()
             self.feedback.check()
             await asyncio.sleep_ms(10)
+            while self.stall_keys:  # fault injection (virtual board): a task that hangs
+                await asyncio.sleep_ms(1000)
+
+    # the watchdog: the board feeds it only while every critical task still beats
+    def beat(self, task):
+        self.beats[task] = time.ticks_ms()
+
+    def healthy(self):
+        now = time.ticks_ms()
+        for task in CRITICAL_TASKS:
+            last = self.beats.get(task)
+            if last is None or time.ticks_diff(now, last) > CRITICAL_TASKS[task]:
+                if self.hung != task:
+                    self.hung = task
+                    self.log("watchdog: task %s is hung; no more feeding" % task)
+                return False
+        return True
 
     # uplink, in the order the crew and the dispatcher need it: the newest press (never
     # behind more than one round trip), the other waiting presses oldest first, the
@@ -228,6 +254,7 @@ class Unit:
     async def sender(self, client):
         self.outbox.rewind()  # whatever was in flight when the last link died goes again
         while True:
+            self.beat("link")
             if self._heartbeat_due():
                 self.report()
             if await self._send_one_round(client):
@@ -295,6 +322,7 @@ class Unit:
         again after a session that came up, and at once when the crew presses a key."""
         delay = self.cfg["backoff_min_ms"]
         while not self.stopping:
+            self.beat("link")
             self.link_up = False
             try:
                 await self._session()
