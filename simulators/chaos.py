@@ -1,6 +1,6 @@
 """Fault injection on real parts, counted: a virtual unit's crew presses status keys at
-random times while the broker stops, the LTE link goes silent, the unit loses power
-mid-write and the gateway crashes. At the end every press must be in the gateway's
+random times while the broker stops or crashes, the LTE link goes silent or is cut, the
+unit loses power mid-write and the gateway crashes. At the end every press must be in the gateway's
 status history exactly once, with its original press time, in press order.
 
 Used by tests/test_chaos.py (short) and `make chaos` (long)."""
@@ -18,7 +18,7 @@ from .link import Link
 from .vunit import VirtualUnit
 
 KEYS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
-FAULTS = ("broker_stop", "link_silent", "power_cut", "gateway_crash", "link_cut")
+FAULTS = ("broker_stop", "broker_crash", "link_silent", "power_cut", "gateway_crash", "link_cut")
 
 
 @dataclass
@@ -31,12 +31,14 @@ class Report:
     out_of_order: int = 0
     wrong_time: int = 0
     faults: dict = field(default_factory=dict)
+    resent: int = 0  # presses sent again because the gateway had not confirmed them
 
     def line(self):
         return (
             f"pressed {self.pressed} (of {self.attempted} on the panel), stored {self.stored}, "
             f"lost {len(self.lost)}, duplicated in effect {self.duplicated}, "
-            f"out of order {self.out_of_order}, press time wrong {self.wrong_time}; faults {self.faults}"
+            f"out of order {self.out_of_order}, press time wrong {self.wrong_time}, "
+            f"sent again unconfirmed {self.resent}; faults {self.faults}"
         )
 
 
@@ -52,7 +54,12 @@ class Chaos:
         self.gateway = None
         self.link = None
         self.unit = None
-        self.config = {"keepalive_s": 4, "outbox_max_bytes": outbox_bytes, "undelivered_alarm_s": 600}
+        self.config = {
+            "keepalive_s": 4,
+            "outbox_max_bytes": outbox_bytes,
+            "undelivered_alarm_s": 600,
+            "confirm_after_s": 5,
+        }
         self.console = []  # every line the unit printed, across reboots
         self.pressed_at = {}  # (boot, seq) -> wall time the crew pressed
         self.report = Report(faults={f: 0 for f in FAULTS})
@@ -98,6 +105,11 @@ class Chaos:
         if name == "broker_stop":
             self.broker.stop()
             time.sleep(self.rng.uniform(*self.outage))
+            self.broker.start()
+        elif name == "broker_crash":  # what it took since its last save is gone
+            self._press_some(1)
+            self.broker.kill()
+            time.sleep(self.rng.uniform(0.5, 2))
             self.broker.start()
         elif name == "link_silent":
             self.link.silent.set()
@@ -173,6 +185,7 @@ class Chaos:
         r.out_of_order = sum(1 for a, b in pairs if (a["boot"], a["seq"]) > (b["boot"], b["seq"]))
         r.wrong_time = sum(1 for x in rows if not self.started - 2 <= x["pressed_at"] <= time.time())
         r.pressed = len(journalled)
+        r.resent = sum(1 for line in self.console + list(self.unit.lines) if "not confirmed" in line)
         return r
 
     def stop(self):

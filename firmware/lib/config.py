@@ -23,6 +23,9 @@ DEFAULTS = {
     "broker_port": 1883,
     "mqtt_user": "",  # empty: the unit id, when a password is set
     "mqtt_password": "",
+    "broker_tls": False,  # TLS to the broker, its certificate verified against broker_ca
+    "broker_ca": "",  # the CA certificate file on the unit's flash (PEM or DER)
+    "broker_hostname": "",  # the name the broker's certificate must carry; empty: broker_host
     "keepalive_s": 30,  # MQTT keepalive; a silent link is dead after 1.5 of these
     "status_keys": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],  # status keys fitted on the panel
     "long_press_keys": [0],  # keys that act only on a long press (the emergency key)
@@ -34,6 +37,7 @@ DEFAULTS = {
     "outbox_max_bytes": 262144,  # flash for waiting messages; past it positions are thinned
     "outbox_status_cap": 500,  # waiting presses kept before the oldest is dropped
     "report_batch": 16,  # backlog positions per message when catching up
+    "confirm_after_s": 30,  # a press the gateway has not confirmed this long goes again
 }
 for _tunables in (reporter.TUNABLES, fixfilter.TUNABLES):
     for _key in _tunables:
@@ -41,7 +45,17 @@ for _tunables in (reporter.TUNABLES, fixfilter.TUNABLES):
 
 # What the gateway may change: never identity, broker or credentials, so that no push
 # can cut a unit off.
-LOCAL_ONLY = ("unit_id", "board", "broker_host", "broker_port", "mqtt_user", "mqtt_password")
+LOCAL_ONLY = (
+    "unit_id",
+    "board",
+    "broker_host",
+    "broker_port",
+    "mqtt_user",
+    "mqtt_password",
+    "broker_tls",
+    "broker_ca",
+    "broker_hostname",
+)
 
 
 def check(values, pushed=False):

@@ -62,6 +62,8 @@ def tls_context(cafile):
             certs = _certificates(f.read())
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.verify_mode = ssl.CERT_REQUIRED
+        if not certs:
+            raise ValueError("no certificate in it")
         for der in certs:
             ctx.load_verify_locations(cadata=der)
     except (OSError, ValueError) as e:
@@ -98,7 +100,7 @@ class MQTTClient:
         self.keepalive = keepalive
         self.clean = clean
         self.will = will  # (topic, payload, qos, retain) or None; read at each connect()
-        self.ssl = ssl or None  # None, an SSL context, or the path of the CA certificate
+        self.ssl = None if ssl is False else ssl  # None, an SSL context, or the CA file's path
         self.server_hostname = server_hostname or None  # the name to verify: default host
         self.on_message = None  # callback(topic, payload)
         self.session_present = False
@@ -112,7 +114,7 @@ class MQTTClient:
         self._inflight = []  # [pid, topic, payload, retain] of QoS 1 messages not PUBACKed
         self._waiting = {}  # pid -> None, then the ack's code, for publish() and subscribe()
         self._ack_event = asyncio.Event()
-        self._last_rx = 0
+        self._last_rx = self._last_tx = 0
 
     @property
     def connected(self):
@@ -138,6 +140,7 @@ class MQTTClient:
         async with self._lock:
             w.write(bytes([header]) + _varlen(len(body)) + body)
             await w.drain()
+        self._last_tx = time.ticks_ms()
 
     async def _read(self, n):
         r = self._reader
@@ -231,7 +234,6 @@ class MQTTClient:
             if self.session_present:
                 header = 0x3A
             else:
-                entry[0] = 0
                 entry[0] = self._next_pid()
                 header = 0x32
             await self._send(header | (1 if entry[3] else 0), _publish_body(entry[1], entry[0], entry[2]))
@@ -264,10 +266,11 @@ class MQTTClient:
         the link is closed too: a broker that does not acknowledge is as good as dead."""
         waiting = self._waiting
         waiting[pid] = None
+        writer = self._writer
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         try:
             while waiting[pid] is None:
-                if self._writer is None:
+                if self._writer is not writer or writer is None:
                     raise MQTTError("link lost before the acknowledgement of packet %d" % pid)
                 left = time.ticks_diff(deadline, time.ticks_ms())
                 if left <= 0:
@@ -350,8 +353,8 @@ class MQTTClient:
                 self.close()
 
     async def keep_alive(self):
-        """Ping when nothing came for half a keepalive; a link that brought nothing for 1.5
-        keepalives is dead even when TCP has not noticed (a dead zone): it is closed and
+        """Ping when nothing came or went for half a keepalive; a link that brought nothing
+        for 1.5 keepalives is dead even when TCP has not noticed (a dead zone): it is closed and
         MQTTError raised. So a dead link is found within twice the keepalive."""
         if not self.keepalive:
             return
@@ -364,8 +367,15 @@ class MQTTClient:
                 if self._writer is writer:
                     self.close()
                 raise MQTTError("link silent for %d ms (keepalive %d s)" % (silent, self.keepalive))
-            if silent >= half and not self._lock.locked():
-                await self._send(0xC0, b"")  # PINGREQ
+            idle = max(silent, time.ticks_diff(time.ticks_ms(), self._last_tx))
+            if idle < half:
+                await asyncio.sleep_ms(min(half - idle, limit - silent))
+                continue
+            if not self._lock.locked():  # else a packet is on its way: no ping needed
+                try:  # even a ping that cannot leave must not stop the watch
+                    await asyncio.wait_for_ms(self._send(0xC0, b""), limit - silent)
+                except asyncio.TimeoutError:
+                    pass
             await asyncio.sleep_ms(min(half, limit - silent))
 
 

@@ -22,6 +22,7 @@ LINK_ERRORS = (OSError, EOFError, asyncio.TimeoutError)
 # The tasks the watchdog guards, and how long each may go without a sign of life (ms):
 # the link task waits at most a publish time-out or a backoff between its beats.
 CRITICAL_TASKS = {"keys": 5000, "housekeeping": 5000, "link": 60000}
+UNCONFIRMED_MAX = 32  # presses of this boot remembered until the gateway confirms them
 
 
 class Unit:
@@ -62,6 +63,7 @@ class Unit:
         self.beats = {task: now for task in CRITICAL_TASKS}  # the last sign of life of each
         self.hung = None
         self.stall_keys = False
+        self.unconfirmed = {}  # seq -> (status record, ticks sent): awaiting the gateway
 
     def next_seq(self):
         seq = self.seq
@@ -93,6 +95,7 @@ class Unit:
             self.log("downlink refused: %s" % e)
             return
         if msg["_type"] == "ack" and msg["boot"] == self.boot:
+            self.unconfirmed.pop(msg["seq"], None)
             self.feedback.acked(msg["seq"])
         elif msg["_type"] == "config":
             self.apply_settings(msg["values"], msg["version"])
@@ -220,6 +223,23 @@ class Unit:
     async def _publish_status(self, client, rec):
         await client.publish(self.topic("status"), status_payload(rec, self.clock.now()), qos=1)
         self.outbox.acknowledge(rec[0], [rec[1]])
+        if rec[0] == self.boot:  # until the gateway confirms it, a broker crash could lose it
+            self.unconfirmed[rec[1]] = (rec, time.ticks_ms())
+            while len(self.unconfirmed) > UNCONFIRMED_MAX:
+                self.unconfirmed.pop(min(self.unconfirmed))
+
+    def _unconfirmed_due(self):
+        """A press the broker took but the gateway has not confirmed for a while: the
+        broker may have lost it (a crash before it saved). Send it again: the gateway
+        keeps each press once, so a repeat costs nothing."""
+        limit = self.cfg["confirm_after_s"] * 1000
+        now = time.ticks_ms()
+        for seq in sorted(self.unconfirmed):
+            rec, sent = self.unconfirmed[seq]
+            if time.ticks_diff(now, sent) >= limit:
+                self.log("press seq %d not confirmed by the gateway: sent again" % seq)
+                return rec
+        return None
 
     async def _publish_positions(self, client, records):
         now = self.clock.now()
@@ -232,7 +252,7 @@ class Unit:
 
     async def _send_one_round(self, client):
         """Send the most urgent waiting message; False when nothing waits."""
-        rec = self._next_status()
+        rec = self._next_status() or self._unconfirmed_due()
         if rec is not None:
             await self._publish_status(client, rec)
             return True
@@ -268,7 +288,10 @@ class Unit:
 
     # link
     def _client(self, birth_seq):
-        will = wire.encode_json("will", self.boot, birth_seq)
+        will = (self.topic("conn"), wire.encode_json("will", self.boot, birth_seq), 1, True)
+        if self.client is not None:  # one client for all sessions: what it has in flight goes again
+            self.client.will = will
+            return self.client
         cfg = self.cfg
         user = cfg["mqtt_user"] or (self.unit_id if cfg["mqtt_password"] else None)
         return MQTTClient(
@@ -279,7 +302,9 @@ class Unit:
             cfg["mqtt_password"] or None,
             cfg["keepalive_s"],
             clean=False,
-            will=(self.topic("conn"), will, 1, True),
+            will=will,
+            ssl=cfg["broker_ca"] if cfg["broker_tls"] else None,  # no CA: no link (fails closed)
+            server_hostname=cfg["broker_hostname"],
         )
 
     async def _session(self):
