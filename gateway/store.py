@@ -392,7 +392,7 @@ def device(db, unit_id):
     if not row:
         return None
     body = json.loads(row[0])
-    return {k: body.get(k) for k in ("fw", "board", "reset", "cfg", "boot")}
+    return {k: body.get(k) for k in ("fw", "board", "reset", "cfg", "boot", "dropped", "torn")}
 
 
 def statuses(db, unit_id, limit=100):
