@@ -136,8 +136,11 @@ def test_a_hung_task_stops_the_watchdog_and_the_unit_restarts(gateway, vunits, u
     wait_until(lambda: gateway.unit(unit_id)["availability"] == "available", what="available")
     for how, boot in (("stall", 1), ("busy", 2)):  # a task that stops; a loop that never yields
         unit._panel_write(f"H {how}\n")
-        wait_until(lambda b=boot: (gateway.unit(unit_id)["device"] or {}).get("boot") == b, timeout=30,
-                   what=f"the reboot after the watchdog ({how})")
+        wait_until(
+            lambda b=boot: (gateway.unit(unit_id)["device"] or {}).get("boot") == b,
+            timeout=30,
+            what=f"the reboot after the watchdog ({how})",
+        )
         device = gateway.unit(unit_id)["device"]
         assert device["reset"] == "watchdog"
     assert unit.resets == 2

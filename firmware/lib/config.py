@@ -24,7 +24,7 @@ DEFAULTS = {
     "mqtt_user": "",  # empty: the unit id, when a password is set
     "mqtt_password": "",
     "broker_tls": False,  # TLS to the broker, its certificate verified against broker_ca
-    "broker_ca": "",  # the CA certificate file on the unit's flash (PEM or DER)
+    "broker_ca": "",  # the CA certificate file on the unit's flash (PEM or DER, one certificate)
     "broker_hostname": "",  # the name the broker's certificate must carry; empty: broker_host
     "keepalive_s": 30,  # MQTT keepalive; a silent link is dead after 1.5 of these
     "status_keys": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],  # status keys fitted on the panel

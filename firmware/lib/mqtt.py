@@ -4,8 +4,9 @@
 # (asyncio.open_connection, here and on the ESP32). One client serves every session:
 # after a link fault, connect() again. Link faults are OSError (MQTTError); the unit's
 # supervisor reconnects with backoff. Memory is bounded: at most max_inflight messages
-# kept for resending and max_packet bytes of an incoming packet; what does not fit is
-# dropped and counted (discards, oversize).
+# kept for resending, at most max_packet bytes of an incoming packet; what does not fit
+# is dropped and counted (discards, oversize). The code is lean on purpose: on the unix
+# port it is loaded into the unit's 96 KB heap.
 import asyncio
 import struct
 import time
@@ -39,35 +40,24 @@ def _str(s):
     return struct.pack(">H", len(s)) + s
 
 
-def _certificates(data):
-    """The DER certificates in the bytes of a PEM or DER file (MicroPython's ssl parses
-    DER only)."""
-    if b"-----BEGIN" not in data:
-        return [data]
-    import binascii
-
-    return [binascii.a2b_base64(p.split(b"-----END")[0]) for p in data.split(b"CERTIFICATE-----")[1::2]]
-
-
 def tls_context(cafile):
-    """An SSL context that trusts only the CA certificate(s) in `cafile` (PEM or DER) and
-    requires the broker's certificate to be signed by one and to carry its name: it fails
-    closed (MQTTError) when the file is missing or holds no certificate."""
+    """An SSL context that trusts only the CA certificate in `cafile` (PEM or DER) and
+    requires the broker's certificate to be signed by it and to carry its name. No CA,
+    no link: OSError or ValueError, never an unverified connection."""
     import ssl
 
-    if not cafile:
-        raise MQTTError("TLS needs the broker's CA certificate (broker_ca)")
     try:
         with open(cafile, "rb") as f:
-            certs = _certificates(f.read())
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        if not certs:
-            raise ValueError("no certificate in it")
-        for der in certs:
-            ctx.load_verify_locations(cadata=der)
-    except (OSError, ValueError) as e:
-        raise MQTTError("TLS: no CA certificate from %s: %s" % (cafile, e))
+            ca = f.read()
+    except OSError:
+        raise MQTTError("TLS: no CA file %r" % cafile)
+    if b"-----" in ca:  # PEM: MicroPython's ssl takes DER
+        import binascii
+
+        ca = binascii.a2b_base64(ca.split(b"-----")[2])
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=ca)
     return ctx
 
 
@@ -90,8 +80,6 @@ class MQTTClient:
         ssl=None,
         server_hostname=None,
     ):
-        if ssl is True:
-            raise ValueError("ssl: an SSL context or the CA file, to verify the broker")
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -100,31 +88,24 @@ class MQTTClient:
         self.keepalive = keepalive
         self.clean = clean
         self.will = will  # (topic, payload, qos, retain) or None; read at each connect()
-        self.ssl = None if ssl is False else ssl  # None, an SSL context, or the CA file's path
+        self.ssl = ssl  # None, an SSL context, or the CA file's path ("": no CA, no link)
         self.server_hostname = server_hostname or None  # the name to verify: default host
         self.on_message = None  # callback(topic, payload)
         self.session_present = False
         self.discards = 0  # in-flight messages dropped from the resend list (it was full)
         self.oversize = 0  # incoming messages dropped for being over max_packet
         self.resent = 0  # in-flight messages sent again after a reconnect
-        self._reader = None
-        self._writer = None
-        self._lock = asyncio.Lock()  # one packet at a time on the stream
+        self._reader = self._writer = None
+        self._busy = False  # a packet is being written
         self._pid = 0
         self._inflight = []  # [pid, topic, payload, retain] of QoS 1 messages not PUBACKed
         self._waiting = {}  # pid -> None, then the ack's code, for publish() and subscribe()
         self._ack_event = asyncio.Event()
-        self._last_rx = self._last_tx = 0
-
-    @property
-    def connected(self):
-        return self._writer is not None
+        self._last_rx = 0
 
     def _next_pid(self):
-        while True:
-            self._pid = self._pid % 65535 + 1
-            if self._pid not in self._waiting and self._find(self._pid) < 0:
-                return self._pid
+        self._pid = self._pid % 65535 + 1
+        return self._next_pid() if self._find(self._pid) >= 0 else self._pid
 
     def _find(self, pid):
         for i, entry in enumerate(self._inflight):
@@ -135,21 +116,27 @@ class MQTTClient:
     # the wire
     async def _send(self, header, body):
         w = self._writer
-        if w is None:
+        while self._busy and w is self._writer:
+            await asyncio.sleep_ms(5)
+        if w is None or w is not self._writer:
             raise MQTTError("not connected")
-        async with self._lock:
+        self._busy = True
+        try:
             w.write(bytes([header]) + _varlen(len(body)) + body)
             await w.drain()
-        self._last_tx = time.ticks_ms()
+        finally:
+            self._busy = False
 
     async def _read(self, n):
         r = self._reader
-        if r is None:
-            raise MQTTError("not connected")
         try:
             return await r.readexactly(n)
         except EOFError:
             raise MQTTError("connection closed by the other end")
+        except (OSError, AttributeError):  # AttributeError: no link at all
+            if r is not None and r is self._reader:
+                raise
+            raise MQTTError("link closed")  # close() took the socket away
 
     async def _read_packet(self):
         """(header, body, whole): a body over max_packet is cut there (whole False)."""
@@ -161,8 +148,6 @@ class MQTTClient:
             shift += 7
             if not b & 0x80:
                 break
-            if shift > 21:
-                raise MQTTError("malformed packet length")
         body = await self._read(min(n, self.max_packet)) if n else b""
         skip = n - len(body)
         while skip > 0:
@@ -191,30 +176,29 @@ class MQTTClient:
         session left unacknowledged, before anything new; all within connect_timeout_ms.
         Returns Session Present. MQTTError, naming the broker and the cause, on failure."""
         self.close()
-        ok = False
         try:
             await asyncio.wait_for_ms(self._open(), self.connect_timeout_ms)
-            ok = True
+            return self.session_present
         except asyncio.TimeoutError:
-            raise MQTTError(
-                "connect to %s:%d failed: no CONNACK within %d ms"
-                % (self.host, self.port, self.connect_timeout_ms)
-            )
-        except (OSError, ValueError) as e:  # MicroPython's ssl: ValueError for a refused cert
-            raise MQTTError("connect to %s:%d failed: %s" % (self.host, self.port, _reason(e)))
-        finally:
-            if not ok:
-                self.close()
-        return self.session_present
+            why = "no CONNACK within %d ms" % self.connect_timeout_ms
+        except OSError as e:
+            why = str(e)
+        except ValueError as e:  # MicroPython's ssl: the broker's certificate was refused
+            why = "TLS: " + str(e).strip()
+        self.close()
+        raise MQTTError("connect to %s:%d failed: %s" % (self.host, self.port, why))
 
     async def _open(self):
-        if self.ssl is None:
+        ssl = self.ssl
+        if ssl is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         else:
-            if isinstance(self.ssl, str):
-                self.ssl = tls_context(self.ssl)  # once, kept for the next sessions
+            if ssl is True:  # asyncio's own context would not verify the broker
+                raise ValueError("ssl=True: give the CA file or a verifying context")
+            if isinstance(ssl, str):
+                ssl = self.ssl = tls_context(ssl)  # once, kept for the next sessions
             self._reader, self._writer = await asyncio.open_connection(
-                self.host, self.port, ssl=self.ssl, server_hostname=self.server_hostname
+                self.host, self.port, ssl=ssl, server_hostname=self.server_hostname
             )
         await self._send(0x10, self._connect_packet())
         header, body, _ = await self._read_packet()
@@ -222,21 +206,15 @@ class MQTTClient:
             raise MQTTError("no CONNACK")
         if body[1]:
             raise MQTTError("broker refused: %s (%d)" % (_REFUSED.get(body[1], "code"), body[1]))
-        self.session_present = bool(body[0] & 1)
-        self._last_rx = time.ticks_ms()
-        await self._resend()
-
-    async def _resend(self):
-        """Session Present: the broker kept the session, the unacknowledged messages go
-        again with DUP and their packet ids (MQTT 3.1.1 §4.4). Without it the session was
-        lost (§3.2.2.2): they go again as new messages, with new packet ids."""
+        sp = self.session_present = bool(body[0] & 1)
+        # Session Present: the broker kept the session, the unacknowledged messages go
+        # again with DUP and their packet ids (MQTT 3.1.1 §4.4). Without it the session
+        # was lost (§3.2.2.2): they go again as new messages, with new packet ids.
         for entry in self._inflight:
-            if self.session_present:
-                header = 0x3A
-            else:
+            if not sp:
                 entry[0] = self._next_pid()
-                header = 0x32
-            await self._send(header | (1 if entry[3] else 0), _publish_body(entry[1], entry[0], entry[2]))
+            body = _str(entry[1]) + struct.pack(">H", entry[0]) + entry[2]
+            await self._send((0x3A if sp else 0x32) | entry[3], body)
             self.resent += 1
 
     def close(self):
@@ -247,10 +225,8 @@ class MQTTClient:
         if w is not None:
             try:
                 w.close()
-                s = getattr(w, "s", None)  # MicroPython's Stream.close() leaves it open
-                if s is not None:
-                    s.close()
-            except OSError:
+                w.s.close()  # MicroPython's Stream.close() leaves the socket open
+            except (OSError, AttributeError):
                 pass
         self._ack_event.set()  # whoever waits for an ack learns at once
 
@@ -266,13 +242,13 @@ class MQTTClient:
         the link is closed too: a broker that does not acknowledge is as good as dead."""
         waiting = self._waiting
         waiting[pid] = None
-        writer = self._writer
+        w = self._writer
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         try:
             while waiting[pid] is None:
-                if self._writer is not writer or writer is None:
-                    raise MQTTError("link lost before the acknowledgement of packet %d" % pid)
                 left = time.ticks_diff(deadline, time.ticks_ms())
+                if w is None or w is not self._writer:
+                    raise MQTTError("link lost before the acknowledgement of packet %d" % pid)
                 if left <= 0:
                     self.close()
                     raise MQTTError("no acknowledgement of packet %d within %d ms" % (pid, timeout_ms))
@@ -285,32 +261,22 @@ class MQTTClient:
         finally:
             del waiting[pid]
 
-    def _acked(self, pid, code):
-        i = self._find(pid)
-        if i >= 0:
-            del self._inflight[i]
-        if pid in self._waiting:
-            self._waiting[pid] = code
-            self._ack_event.set()
-
     async def publish(self, topic, payload, qos=0, retain=False, timeout_ms=None):
         """Send a message. QoS 1: it is kept until its PUBACK (sent again by the next
         connect() if the link fails first), and publish() returns only after the PUBACK;
         with none within timeout_ms the link is closed and MQTTError raised."""
-        if qos > 1:
-            raise ValueError("QoS 0 or 1")
-        if self._writer is None:
-            raise MQTTError("not connected")
         retain = 1 if retain else 0
         if not qos:
             await self._send(0x30 | retain, _str(topic) + payload)
             return
+        if self._writer is None:
+            raise MQTTError("not connected")
         pid = self._next_pid()
         if len(self._inflight) >= self.max_inflight:
             self._inflight.pop(0)
             self.discards += 1
         self._inflight.append([pid, topic, payload, retain])
-        await self._send(0x32 | retain, _publish_body(topic, pid, payload))
+        await self._send(0x32 | retain, _str(topic) + struct.pack(">H", pid) + payload)
         await self._wait_ack(pid, timeout_ms or self.ack_timeout_ms)
 
     async def subscribe(self, topic, qos=1):
@@ -320,69 +286,52 @@ class MQTTClient:
             raise MQTTError("subscription to %s refused" % topic)
 
     # the reader
-    async def _handle_publish(self, header, body, whole):
-        tlen = struct.unpack_from(">H", body, 0)[0]
-        pos = 2 + tlen
-        qos = (header >> 1) & 3
-        pid = None
-        if qos:
-            pid = body[pos : pos + 2]
-            pos += 2
-        if not whole:
-            self.oversize += 1
-        elif self.on_message:  # a redelivery (DUP) too: the unit's downlink is idempotent
-            self.on_message(body[2 : 2 + tlen].decode(), body[pos:])
-        if qos:
-            await self._send(0x40, pid)
-
     async def run(self):
-        """Read packets until the link fails; then close it and raise MQTTError (OSError)."""
+        """Read packets until the link fails; then close it and raise MQTTError (OSError).
+        A redelivered message (DUP) is delivered and acknowledged again: the unit's
+        downlink is idempotent."""
         reader = self._reader
         try:
             while True:
                 header, body, whole = await self._read_packet()
                 kind = header & 0xF0
-                if kind == 0x30:
-                    await self._handle_publish(header, body, whole)
-                elif kind == 0x40:  # PUBACK
-                    self._acked(struct.unpack_from(">H", body, 0)[0], 0)
-                elif kind == 0x90:  # SUBACK
-                    self._acked(struct.unpack_from(">H", body, 0)[0], body[2])
+                if kind == 0x30:  # PUBLISH
+                    pos = 2 + struct.unpack_from(">H", body, 0)[0]
+                    pid = body[pos : pos + 2] if header & 0x06 else None
+                    if not whole:
+                        self.oversize += 1
+                    elif self.on_message:
+                        self.on_message(body[2:pos].decode(), body[pos + 2 if pid else pos :])
+                    if pid:
+                        await self._send(0x40, pid)
+                elif kind == 0x40 or kind == 0x90:  # PUBACK, SUBACK
+                    pid = struct.unpack_from(">H", body, 0)[0]
+                    i = self._find(pid)
+                    if i >= 0:
+                        del self._inflight[i]
+                    if pid in self._waiting:
+                        self._waiting[pid] = body[2] if kind == 0x90 else 0
+                        self._ack_event.set()
         finally:
             if self._reader is reader:  # not a newer session's link
                 self.close()
 
     async def keep_alive(self):
-        """Ping when nothing came or went for half a keepalive; a link that brought nothing
-        for 1.5 keepalives is dead even when TCP has not noticed (a dead zone): it is closed and
-        MQTTError raised. So a dead link is found within twice the keepalive."""
+        """Ping when nothing came for half a keepalive; a link that brought nothing for 1.5
+        keepalives is dead even when TCP has not noticed (a dead zone): it is closed and
+        MQTTError raised. Checked every quarter keepalive: a dead link is found within
+        1.75 keepalives."""
         if not self.keepalive:
             return
         half = self.keepalive * 500
-        limit = 3 * half
-        writer = self._writer
-        while True:
+        w = self._writer
+        while w is self._writer:
+            await asyncio.sleep_ms(half // 2)
             silent = time.ticks_diff(time.ticks_ms(), self._last_rx)
-            if silent >= limit:
-                if self._writer is writer:
+            if silent >= 3 * half:
+                if w is self._writer:
                     self.close()
                 raise MQTTError("link silent for %d ms (keepalive %d s)" % (silent, self.keepalive))
-            idle = max(silent, time.ticks_diff(time.ticks_ms(), self._last_tx))
-            if idle < half:
-                await asyncio.sleep_ms(min(half - idle, limit - silent))
-                continue
-            if not self._lock.locked():  # else a packet is on its way: no ping needed
-                try:  # even a ping that cannot leave must not stop the watch
-                    await asyncio.wait_for_ms(self._send(0xC0, b""), limit - silent)
-                except asyncio.TimeoutError:
-                    pass
-            await asyncio.sleep_ms(min(half, limit - silent))
-
-
-def _publish_body(topic, pid, payload):
-    return _str(topic) + struct.pack(">H", pid) + payload
-
-
-def _reason(e):
-    """An exception's message (MicroPython's TLS errors come wrapped in newlines)."""
-    return " ".join(str(e).split())
+            if silent >= half and not self._busy and w is self._writer:
+                w.write(b"\xc0\x00")  # PINGREQ; no drain: a link that cannot take it is dead
+        raise MQTTError("link closed")

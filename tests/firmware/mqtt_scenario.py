@@ -47,24 +47,27 @@ def pids(c):
 
 
 class Session:
-    """The client's reader and keepalive tasks, as the unit runs them."""
+    """The client's reader and keepalive tasks, gathered at once, as the unit runs them."""
 
     def __init__(self, c):
-        self.c = c
         self.tasks = [asyncio.create_task(c.run()), asyncio.create_task(c.keep_alive())]
+        self.watch = asyncio.create_task(self._watch())
 
-    async def end(self):
-        """The first link fault of run() or keep_alive(), as a string."""
+    async def _watch(self):
         try:
             await asyncio.gather(*self.tasks)
         except OSError as e:
             return str(e)
         finally:
-            self.cancel()
+            for t in self.tasks:
+                t.cancel()
+
+    async def end(self):
+        """The first link fault of run() or keep_alive(), as a string."""
+        return await self.watch
 
     def cancel(self):
-        for t in self.tasks:
-            t.cancel()
+        self.watch.cancel()
 
 
 async def until_up(c, resubscribe=True):
@@ -100,7 +103,7 @@ async def connect():
     try:
         sp = await c.connect()
     except OSError as e:
-        emit("down", error=str(e), ms=time.ticks_diff(time.ticks_ms(), t0), connected=c.connected)
+        emit("down", error=str(e), ms=time.ticks_diff(time.ticks_ms(), t0), connected=c._writer is not None)
         return
     s = Session(c)
     await c.subscribe(opts.get("down", "t/down"), 1)
@@ -120,7 +123,7 @@ async def pubsub():
     await go()  # the test published a downlink and saw it here
     s.cancel()
     await c.disconnect()
-    emit("offline", connected=c.connected)
+    emit("offline", connected=c._writer is not None)
     await go()  # the test queued a downlink for the persistent session
     s = await until_up(c)
     await go()  # the test saw the queued downlink
@@ -142,7 +145,7 @@ async def restart():
         emit("published")
     except OSError as e:
         emit("no_puback", error=str(e), ms=time.ticks_diff(time.ticks_ms(), t0))
-        emit("closed", connected=c.connected, inflight=pids(c))
+        emit("closed", connected=c._writer is not None, inflight=pids(c))
     s.cancel()
     await go()  # the test cut the link and restarted the broker
     s = await until_up(c, resubscribe=False)
@@ -175,7 +178,7 @@ async def halfopen():
     await go()  # the test silenced the link
     t0 = time.ticks_ms()
     error = await s.end()
-    emit("dead", error=error, ms=time.ticks_diff(time.ticks_ms(), t0), connected=c.connected)
+    emit("dead", error=error, ms=time.ticks_diff(time.ticks_ms(), t0), connected=c._writer is not None)
     await go()  # the link is back
     s = await until_up(c)
     await c.publish(opts["up"], b"two", qos=1)
@@ -195,7 +198,7 @@ async def noack():
         emit("published")
     except OSError as e:
         emit("no_puback", error=str(e), ms=time.ticks_diff(time.ticks_ms(), t0))
-    emit("closed", connected=c.connected, inflight=pids(c), ended=await s.end())
+    emit("closed", connected=c._writer is not None, inflight=pids(c), ended=await s.end())
     s = await until_up(c)
     await until_acked(c)
     s.cancel()
@@ -214,8 +217,8 @@ async def bounded():
             pass
 
     await asyncio.gather(*[one(i) for i in range(c.max_inflight + 2)])
-    emit("closed", connected=c.connected, inflight=pids(c), discards=c.discards)
-    s.cancel()
+    ended = await s.end()
+    emit("closed", connected=c._writer is not None, inflight=pids(c), discards=c.discards, ended=ended)
     s = await until_up(c)
     await until_acked(c)
     s.cancel()
