@@ -22,7 +22,6 @@ LINK_ERRORS = (OSError, EOFError, asyncio.TimeoutError)
 # The tasks the watchdog guards, and how long each may go without a sign of life (ms):
 # the link task waits at most a publish time-out or a backoff between its beats.
 CRITICAL_TASKS = {"keys": 5000, "housekeeping": 5000, "link": 60000}
-UNCONFIRMED_MAX = 32  # presses of this boot remembered until the gateway confirms them
 
 
 class Unit:
@@ -63,7 +62,7 @@ class Unit:
         self.beats = {task: now for task in CRITICAL_TASKS}  # the last sign of life of each
         self.hung = None
         self.stall_keys = False
-        self.unconfirmed = {}  # seq -> (status record, ticks sent): awaiting the gateway
+        self.sent_at = {}  # (boot, seq) of a press the broker took -> ticks: awaiting the gateway
 
     def next_seq(self):
         seq = self.seq
@@ -94,9 +93,11 @@ class Unit:
         except ValueError as e:
             self.log("downlink refused: %s" % e)
             return
-        if msg["_type"] == "ack" and msg["boot"] == self.boot:
-            self.unconfirmed.pop(msg["seq"], None)
-            self.feedback.acked(msg["seq"])
+        if msg["_type"] == "ack":  # the gateway stored the press: it leaves the outbox
+            self.outbox.acknowledge(msg["boot"], [msg["seq"]])
+            self.sent_at.pop((msg["boot"], msg["seq"]), None)
+            if msg["boot"] == self.boot:
+                self.feedback.acked(msg["seq"])
         elif msg["_type"] == "config":
             self.apply_settings(msg["values"], msg["version"])
         elif msg["_type"] == "assign":
@@ -214,32 +215,29 @@ class Unit:
     # behind more than one round trip), the other waiting presses oldest first, the
     # current position, then the position backlog oldest first, several per message.
     def _next_status(self):
+        """The press to send now: one never sent (the newest first, then the oldest), or
+        one the broker took but the gateway has not confirmed for `confirm_after_s` (a
+        broker crash can lose what it acknowledged but had not saved). A press leaves
+        the outbox only when the gateway confirms it; a repeat costs nothing, as the
+        gateway keeps each (boot, seq) once."""
         waiting = self.outbox.statuses
         if not waiting:
             return None
-        newest = waiting[-1]
-        return newest if newest[1] == self.newest_press and newest[0] == self.boot else waiting[0]
+        unsent = [s for s in waiting if (s[0], s[1]) not in self.sent_at]
+        if unsent:
+            newest = unsent[-1]
+            return newest if newest[1] == self.newest_press and newest[0] == self.boot else unsent[0]
+        limit = self.cfg["confirm_after_s"] * 1000
+        now = time.ticks_ms()
+        for s in waiting:
+            if time.ticks_diff(now, self.sent_at[(s[0], s[1])]) >= limit:
+                self.log("press seq %d not confirmed by the gateway: sent again" % s[1])
+                return s
+        return None
 
     async def _publish_status(self, client, rec):
         await client.publish(self.topic("status"), status_payload(rec, self.clock.now()), qos=1)
-        self.outbox.acknowledge(rec[0], [rec[1]])
-        if rec[0] == self.boot:  # until the gateway confirms it, a broker crash could lose it
-            self.unconfirmed[rec[1]] = (rec, time.ticks_ms())
-            while len(self.unconfirmed) > UNCONFIRMED_MAX:
-                self.unconfirmed.pop(min(self.unconfirmed))
-
-    def _unconfirmed_due(self):
-        """A press the broker took but the gateway has not confirmed for a while: the
-        broker may have lost it (a crash before it saved). Send it again: the gateway
-        keeps each press once, so a repeat costs nothing."""
-        limit = self.cfg["confirm_after_s"] * 1000
-        now = time.ticks_ms()
-        for seq in sorted(self.unconfirmed):
-            rec, sent = self.unconfirmed[seq]
-            if time.ticks_diff(now, sent) >= limit:
-                self.log("press seq %d not confirmed by the gateway: sent again" % seq)
-                return rec
-        return None
+        self.sent_at[(rec[0], rec[1])] = time.ticks_ms()
 
     async def _publish_positions(self, client, records):
         now = self.clock.now()
@@ -252,7 +250,7 @@ class Unit:
 
     async def _send_one_round(self, client):
         """Send the most urgent waiting message; False when nothing waits."""
-        rec = self._next_status() or self._unconfirmed_due()
+        rec = self._next_status()
         if rec is not None:
             await self._publish_status(client, rec)
             return True
@@ -273,6 +271,7 @@ class Unit:
 
     async def sender(self, client):
         self.outbox.rewind()  # whatever was in flight when the last link died goes again
+        self.sent_at = {}  # and so do presses the gateway has not confirmed
         while True:
             self.beat("link")
             if self._heartbeat_due():
