@@ -96,8 +96,9 @@ def create_app(gw):
             "version": __version__,
             "mqtt_connected": gw.ingest.connected.is_set(),
             "units": len(gw.pipeline.registry),
-            "accepted": gw.pipeline.accepted,
-            "refused": dict(gw.pipeline.refused),
+            "accepted": gw.pipeline.accepted,  # since this start
+            "refused": dict(gw.pipeline.refused),  # since this start, by reason
+            "quarantined": store.quarantine_counts(reader),  # kept in quarantine, by reason
         }
 
     @app.get("/api/v1/units")

@@ -324,10 +324,6 @@ class Store:
             gone += self.db.execute("delete from quarantine where received_at < ?", [cutoff]).rowcount
         return gone
 
-    def quarantine_counts(self):
-        sql = "select reason, count(*) from quarantine group by reason"
-        return dict(self.db.execute(sql).fetchall())
-
     # unit state snapshots
     def save_states(self, states):
         self.db["unit_state"].upsert_all([_state_row(s) for s in states], pk="unit_id")
@@ -380,6 +376,11 @@ def track(db, unit_id, since, until):
         " order by t, boot, seq"
     )
     return db.execute(sql, [unit_id, since, until]).fetchall()
+
+
+def quarantine_counts(db):
+    """Messages kept in quarantine, by reason (within the retention time)."""
+    return dict(db.execute("select reason, count(*) from quarantine group by reason").fetchall())
 
 
 def device(db, unit_id):

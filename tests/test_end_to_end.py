@@ -84,6 +84,8 @@ def test_garbage_is_refused_counted_and_kept_and_the_gateway_goes_on(gateway, vu
         return all(refused.get(k, 0) > before.get(k, 0) for k in ("bad_length", "bad_json", "unknown_unit"))
 
     wait_until(counted, what="three refusals counted")
+    kept = gateway.get("/api/v1/health")[1]["quarantined"]
+    assert kept["bad_length"] >= 1 and kept["bad_json"] >= 1 and kept["unknown_unit"] >= 1
     with sqlite3.connect(gateway.data_dir / "siaga.db") as db:
         kept = db.execute(
             "select reason, payload from quarantine where topic = ?", (f"siaga/{unit_id}/pos",)

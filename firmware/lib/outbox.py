@@ -107,9 +107,6 @@ class Acked:
                 merged.append(r)
         self.ranges[boot] = merged
 
-    def forget_boot(self, boot):
-        self.ranges.pop(boot, None)
-
 
 class Segment:
     def __init__(self, number, size=0):
