@@ -4,28 +4,21 @@ reconstructed from the reports by straight lines."""
 
 import json
 import math
-import os
-import subprocess
 from pathlib import Path
 
+from simulators import vunit
 from simulators.geo import to_xy
 from simulators.nmea import Receiver
 from simulators.route import city_drive
-from simulators.vunit import micropython_bin
 
 REPO = Path(__file__).resolve().parent.parent
 FIRMWARE = REPO / "firmware"
 
 
 def run_micropython(script, stdin=b"", heap="96K", timeout=600):
-    env = dict(os.environ, MICROPYPATH=f".frozen:{FIRMWARE / 'lib'}:{FIRMWARE}")
-    run = subprocess.run(
-        [micropython_bin(), "-X", f"heapsize={heap}", str(script)],
-        input=stdin,
-        capture_output=True,
-        env=env,
-        timeout=timeout,
-        cwd=REPO,
+    """A bench script in the unix port, its output as JSON lines."""
+    run = vunit.run_micropython(
+        [script], REPO, heap, (FIRMWARE / "lib", FIRMWARE), stdin=stdin, timeout=timeout
     )
     if run.returncode:
         raise RuntimeError(f"{script} failed: {(run.stdout + run.stderr).decode()[-2000:]}")

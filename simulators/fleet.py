@@ -3,11 +3,9 @@
 Places are plausible spots in the city (metres east/north of the centre), not surveyed.
 """
 
-import json
 import logging
 import random
 import threading
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,14 +143,9 @@ class Patrol(threading.Thread):
 
 
 def register(api, spec):
-    req = urllib.request.Request(
-        f"{api}/api/v1/units",
-        data=json.dumps(spec.registration()).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.load(resp)
+    from gateway.cli import http_json
+
+    return http_json(f"{api}/api/v1/units", spec.registration(), "POST")
 
 
 class Fleet:

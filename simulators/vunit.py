@@ -44,6 +44,20 @@ def micropython_bin():
     return str(path) if path.exists() else "micropython"
 
 
+def run_micropython(args, cwd, heap=HEAP, path=(), env=None, stdin=None, timeout=120):
+    """Run a script in the MicroPython unix port with a capped heap; `path` goes on
+    MICROPYPATH after the frozen modules. Returns the CompletedProcess (bytes)."""
+    full_env = dict(os.environ, MICROPYPATH=":".join([".frozen", *map(str, path)]), **(env or {}))
+    return subprocess.run(
+        [micropython_bin(), "-X", f"heapsize={heap}", *map(str, args)],
+        cwd=cwd,
+        env=full_env,
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+    )
+
+
 def _die_with_parent():
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 

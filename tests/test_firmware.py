@@ -1,14 +1,13 @@
 """Firmware tests run in the MicroPython unix port with a capped heap, one pytest test per
 firmware test function (tests/firmware/test_*.py)."""
 
-import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from simulators.vunit import micropython_bin
+from simulators import vunit
 
 REPO = Path(__file__).resolve().parent.parent
 HERE = REPO / "tests" / "firmware"
@@ -22,16 +21,9 @@ def _cases():
 
 
 def run_micropython(args, cwd, heap=HEAP, timeout=120, env=None):
-    mp_path = f".frozen:{REPO / 'firmware' / 'lib'}:{REPO / 'firmware'}:{HERE}"
-    full_env = dict(os.environ, MICROPYPATH=mp_path, SIAGA_REPO=str(REPO), **(env or {}))
-    return subprocess.run(
-        [micropython_bin(), "-X", f"heapsize={heap}", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    path = (REPO / "firmware" / "lib", REPO / "firmware", HERE)
+    run = vunit.run_micropython(args, cwd, heap, path, dict(env or {}, SIAGA_REPO=str(REPO)), timeout=timeout)
+    return subprocess.CompletedProcess(run.args, run.returncode, run.stdout.decode(), run.stderr.decode())
 
 
 @pytest.mark.parametrize("module,function", list(_cases()))
