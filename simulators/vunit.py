@@ -17,6 +17,7 @@ import logging
 import os
 import pty
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -88,8 +89,15 @@ class VirtualUnit:
         echo=False,
         flash_firmware=True,
         watchdog_s=30.0,
+        password=None,
+        ca=None,
+        flash_blocks=None,
     ):
+        """`password` and `ca` (the project CA's certificate, copied to the flash as
+        ca.crt): the unit logs in as itself over TLS, as a provisioned unit does."""
         self.unit_id = unit_id
+        self.password = password
+        self.ca = ca
         self.flash = Path(flash)
         self.sim_dir = Path(sim_dir)
         self.broker = broker
@@ -98,6 +106,7 @@ class VirtualUnit:
         self.echo = echo
         self.flash_firmware = flash_firmware
         self.watchdog_s = watchdog_s
+        self.flash_blocks = flash_blocks  # the journal on a littlefs of this many 4 KB blocks
         self.resets = 0
         self.rng = random.Random(seed)
         self.mover = Mover(*start_xy, t=time.time(), rng=self.rng)
@@ -120,6 +129,11 @@ class VirtualUnit:
         path = self.flash / "config.json"
         cfg = json.loads(path.read_text()) if path.exists() else {}
         cfg.update(self.config, unit_id=self.unit_id, broker_host=self.broker[0], broker_port=self.broker[1])
+        if self.password is not None:
+            cfg["mqtt_password"] = self.password
+        if self.ca is not None:
+            shutil.copyfile(self.ca, self.flash / "ca.crt")
+            cfg.update(broker_tls=True, broker_ca="ca.crt")
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(cfg, indent=1))
         tmp.replace(path)
@@ -133,6 +147,8 @@ class VirtualUnit:
         self.gnss_fd, self._gnss_slave, gnss_path = _pty()
         self.panel_fd, self._panel_slave, panel_path = _pty()
         self._vboard = f"gnss={gnss_path},panel={panel_path}"
+        if self.flash_blocks:
+            self._vboard += f",flash={self.flash / 'data.lfs'}:{self.flash_blocks}"
         self._spawn("power_on")
         for target in (self._feed_gnss, self._read_panel, self._serve_control, self._watchdog):
             threading.Thread(target=target, daemon=True, name=f"{self.unit_id}-{target.__name__}").start()

@@ -28,6 +28,10 @@ class Board:
     def reset_cause(self):
         return "unknown"
 
+    def storage(self):
+        """The folder the unit's journal lives in (on a board: its littlefs root)."""
+        return "."
+
     async def run(self, unit):
         """Board-specific background work (panel I/O, watchdog); never returns. The
         watchdog is fed only while `unit.healthy()`: a hung task reboots the unit."""

@@ -11,6 +11,8 @@
 #               "W"              the watchdog is fed (the simulator resets the unit
 #                                when it is not fed for its timeout)
 # The pty paths come in the environment variable SIAGA_VBOARD as "gnss=PATH,panel=PATH".
+# With "flash=PATH:BLOCKS" too, the journal lives on a littlefs of BLOCKS 4 KB blocks in
+# the file PATH (boards/vflash.py): a flash of a board's size that can fill up.
 import asyncio
 import os
 import time
@@ -59,6 +61,15 @@ class VirtualBoard(Board):
 
     def rtc_time(self):
         return time.time()
+
+    def storage(self):
+        spec = _paths().get("flash")
+        if not spec:
+            return "."
+        from boards import vflash
+
+        path, blocks = spec.rsplit(":", 1)
+        return vflash.mount(path, int(blocks))
 
     def reset_cause(self):
         return os.getenv("SIAGA_RESET_CAUSE") or "power_on"

@@ -36,6 +36,7 @@ STATUS_FMT = ">HIBIHii"
 RANGE_FMT = ">HII"
 NO_POS = 0x7FFFFFFF
 SEGMENT_BYTES = 8192
+ENOSPC = 28
 
 
 def _frame(kind, body):
@@ -75,6 +76,13 @@ def _frames(path, pos=0, where=None):
             if where is not None:
                 where[0] = pos
             yield head[1], body
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def _ident(kind, body):
@@ -146,8 +154,10 @@ class Outbox:
         self.dropped = {"position": 0, "status": 0}
         self.torn = 0
         self.write_errors = 0
+        self.unjournaled = []  # statuses a full flash could not take yet, oldest first
         self._acks = []  # acknowledged, not yet written: (boot, seq)
         self._file = None
+        self._mine = None  # the number of the segment this boot appends to
         self._cursor = None  # (segment index, offset) of the backlog reader
 
     # start-up
@@ -167,7 +177,10 @@ class Outbox:
             self.segments.append(self._scan_acks(number))
         for seg in self.segments:
             self._scan_records(seg)
-        self._new_segment((numbers[-1] if numbers else 0) + 1)
+        try:
+            self._new_segment((numbers[-1] if numbers else 0) + 1)
+        except OSError as e:  # a full flash: the first write makes room, or says why
+            self.log("outbox: no new segment at start (%s)" % e)
         self._collect()
         return self
 
@@ -193,29 +206,74 @@ class Outbox:
                         self.statuses.append(struct.unpack(STATUS_FMT, body))
 
     def _new_segment(self, number):
+        f = open(self.path(number), "ab")  # first: a full flash leaves the old one open
         if self._file is not None:
             self._file.close()
+        self._file = f
         self.segments.append(Segment(number))
-        self._file = open(self.path(number), "ab")
+        self._mine = number
 
     # writing
 
     def _append(self, kind, body):
+        """Write a frame; on a full flash (ENOSPC) make room and try again. Raises
+        OSError when there is no room to be made."""
         frame = _frame(kind, body)
-        seg = self.segments[-1]
-        if seg.size + len(frame) > SEGMENT_BYTES:
-            self._new_segment(seg.number + 1)
+        while True:
+            try:
+                return self._write(frame)
+            except OSError as e:
+                self.write_errors += 1
+                if e.args[0] != ENOSPC or not self._free_space():
+                    raise
+
+    def _write(self, frame):
+        seg = self.segments[-1] if self.segments else None
+        if seg is None or seg.number != self._mine or seg.size + len(frame) > SEGMENT_BYTES:
+            self._new_segment(seg.number + 1 if seg else 1)
             seg = self.segments[-1]
+        elif self._file is None:  # a write failed: this boot's segment goes on
+            self._file = open(self.path(seg.number), "ab")
         try:
             self._file.write(frame)
             self._file.flush()
         except OSError:
-            self.write_errors += 1
-            self._file.close()  # whatever part of the frame got written stays torn;
-            self._file = open(self.path(seg.number), "ab")  # the next frame starts clean
+            try:
+                self._file.close()  # whatever part of the frame got written stays torn;
+            except OSError:  # the next frame starts clean after it
+                pass
+            self._file = None
             raise
         seg.size += len(frame)
         return seg
+
+    def _free_space(self):
+        """The flash is full. Free room, least harm first: acknowledged records; then
+        the positions of the oldest segment that has any (the whole segment when it holds
+        no waiting status). Statuses are never dropped here. True if room was made."""
+        before = self.size()
+        self._acks and self.flush()
+        if self.size() < before:
+            return True
+        for seg in self.segments:
+            if seg.number == self._mine:
+                break
+            if seg.size and not any(seg.holds(s[0], s[1]) for s in self.statuses):
+                self.segments.remove(seg)
+                os.remove(self.path(seg.number))
+                self._cursor = None
+                self.dropped["position"] += max(seg.waiting, 0)
+                self._save_stats()
+                self.log("outbox: flash full: %d positions of segment %d dropped" % (seg.waiting, seg.number))
+                return True
+            try:
+                n = self._thin(seg, keep_every=0)
+                if n:
+                    self.log("outbox: flash full: %d positions of segment %d dropped" % (n, seg.number))
+                    return True
+            except OSError:  # not even room for the statuses' copy: try the next one
+                _remove(self.path(seg.number) + ".tmp")
+        return False
 
     def add_status(self, boot, seq, key, t, ms, lat=None, lon=None):
         rec = (
@@ -233,19 +291,31 @@ class Outbox:
             self.dropped["status"] += 1
             self.acknowledge(old[0], [old[1]])  # given up: leaves the journal like a sent one
         self.statuses.append(rec)
-        try:
-            seg = self._append(STATUS, struct.pack(STATUS_FMT, *rec))
-        except OSError:
-            self.log("outbox: status %d not on flash (full?): kept in memory" % seq)
-            return rec
-        seg.note(boot, seq)
-        seg.waiting += 1
+        self.unjournaled.append(rec)
+        self._journal()
         return rec
+
+    def _journal(self):
+        """Write the statuses not yet on flash; False if the flash has no room."""
+        while self.unjournaled:
+            rec = self.unjournaled[0]
+            if not self.acked.has(rec[0], rec[1]):
+                try:
+                    seg = self._append(STATUS, struct.pack(STATUS_FMT, *rec))
+                except OSError as e:
+                    self.log("outbox: press %d not on flash (%s): held in memory until sent" % (rec[1], e))
+                    return False
+                seg.note(rec[0], rec[1])
+                seg.waiting += 1
+            self.unjournaled.pop(0)
+        return True
 
     def add_position(self, record):
         """A 29-byte wire position record (its `sent` is set when it is sent)."""
         self._make_room()
         try:
+            if not self._journal():  # statuses first: a position takes no room they need
+                raise OSError(ENOSPC)
             seg = self._append(POSITION, record)
         except OSError:
             self.dropped["position"] += 1
@@ -348,13 +418,17 @@ class Outbox:
             return
         self.flush()
         for seg in self.segments[:-1]:  # the oldest segment that still has positions
-            if self.size() <= self.max_bytes or self._thin(seg):
+            try:
+                if self.size() <= self.max_bytes or self._thin(seg):
+                    return
+            except OSError:  # a full flash: _append makes room its own way
+                _remove(self.path(seg.number) + ".tmp")
                 return
 
-    def _thin(self, seg):
-        """Rewrite a segment with every other waiting position dropped; returns how many
-        waiting positions it had (0: nothing to thin, nothing written)."""
-        keep, n = [], 0
+    def _thin(self, seg, keep_every=2):
+        """Rewrite a segment keeping every `keep_every`-th waiting position (0: none);
+        returns how many waiting positions it had (0: nothing to thin, nothing written)."""
+        keep, n, gone = [], 0, 0
         for kind, body in _frames(self.path(seg.number)):
             if kind is None or kind == ACKED:
                 continue
@@ -363,8 +437,8 @@ class Outbox:
                 continue
             if kind == POSITION:
                 n += 1
-                if n % 2:
-                    self.dropped["position"] += 1  # gone with the rewrite below
+                if not keep_every or n % keep_every:
+                    gone += 1
                     continue
             keep.append(_frame(kind, body))
         if n == 0:
@@ -374,6 +448,7 @@ class Outbox:
             for frame in keep:
                 f.write(frame)
         os.rename(tmp, self.path(seg.number))
+        self.dropped["position"] += gone
         seg.size = sum(len(f) for f in keep)
         seg.waiting = len(keep)
         self._save_stats()
@@ -392,9 +467,12 @@ class Outbox:
 
     def _save_stats(self):
         tmp = self.folder + "/stats.tmp"
-        with open(tmp, "w") as f:
-            f.write("%d %d" % (self.dropped["position"], self.dropped["status"]))
-        os.rename(tmp, self.folder + "/stats")
+        try:
+            with open(tmp, "w") as f:
+                f.write("%d %d" % (self.dropped["position"], self.dropped["status"]))
+            os.rename(tmp, self.folder + "/stats")
+        except OSError:
+            pass  # a full flash: the counts still go out in memory, and are saved later
 
     def close(self):
         self.flush()

@@ -38,7 +38,7 @@ class Unit:
         self.fixes = FixFilter(cfg)  # the last trusted fix
         self.policy = ReportPolicy(cfg)
         self.last_report_ms = time.ticks_ms()
-        self.outbox = Outbox("ob", cfg["outbox_max_bytes"], cfg["outbox_status_cap"], log).open()
+        self.outbox = Outbox(board.storage() + "/ob", cfg["outbox_max_bytes"], cfg["outbox_status_cap"], log).open()
         self.wake = asyncio.Event()
         self.retry_now = asyncio.Event()
         self.link_up = False
@@ -170,7 +170,7 @@ class Unit:
             gc.collect()
             self.heap_peak = max(self.heap_peak, gc.mem_alloc())
             n += 1
-            if n % 600 == 0:
+            if n % 600 == 0 or n == 5:  # 5 s after boot too: the self-test reads it
                 self.log_stats()
 
     def log_stats(self):

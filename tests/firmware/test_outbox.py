@@ -131,3 +131,73 @@ def test_the_backlog_reader_goes_on_where_it_stopped_and_rewinds():
     ob.acknowledge(1, second)
     ob.rewind()  # the first batch was never acknowledged: it comes again
     assert seqs(ob.backlog(12)) == list(range(1, 11)) + [21, 22]
+
+
+def _littlefs(blocks):
+    """A flash of `blocks` 4 KB blocks with littlefs on it, as the virtual board has."""
+    from boards import vflash
+
+    return vflash.mount("flash.bin", blocks, "/data")
+
+
+def test_a_full_flash_drops_positions_oldest_first_and_keeps_every_press():
+    where = _littlefs(10)  # 40 KB: far less than the outbox's own bound
+    ob = Outbox(where + "/ob", max_bytes=256 * 1024, log=lambda m: None).open()
+    presses = []
+    for seq in range(1, 3001):
+        if seq % 100 == 50:
+            ob.add_status(1, seq, 3, T + seq, 0)
+            presses.append(seq)
+        else:
+            ob.add_position(pos(seq))
+    assert ob.write_errors > 0, "the flash never filled: the test proves nothing"
+    assert ob.dropped["position"] > 0 and ob.dropped["status"] == 0
+    assert not ob.unjournaled
+    ob.close()
+    again = Outbox(where + "/ob", max_bytes=256 * 1024, log=lambda m: None).open()  # a reboot
+    assert [s[1] for s in again.statuses] == presses
+    first = last = None
+    n = 0
+    while True:
+        batch = seqs(again.backlog(100))
+        if not batch or batch[0] == first:  # read to the end: the reader starts over
+            break
+        first = batch[0] if first is None else first
+        last, n = batch[-1], n + len(batch)
+        if len(batch) < 100:
+            break
+    assert last == 3000  # the newest position is there ...
+    assert first > 100  # ... the oldest went first
+    assert n + again.dropped["position"] == 3000 - len(presses)
+
+
+def test_a_press_on_a_flash_full_of_other_data_waits_in_memory_then_reaches_flash():
+    where = _littlefs(16)
+    ob = Outbox(where + "/ob", log=lambda m: None).open()
+    ob.add_position(pos(1))
+    f = open(where + "/other", "wb")
+    try:
+        while True:
+            f.write(b"x" * 512)
+            f.flush()
+    except OSError as e:
+        assert e.args[0] == 28  # ENOSPC, as on the board
+    try:
+        f.close()
+    except OSError:
+        pass
+    for seq in range(2, 130):  # more than the segment's block still holds
+        ob.add_status(1, seq, 3 + seq % 2, T + seq, 0)
+    assert ob.unjournaled, "the flash took every press: not full"
+    assert _seqs_are(ob.statuses, 2, 130)  # still sent from memory
+    os.remove(where + "/other")
+    ob.add_position(pos(130))
+    assert not ob.unjournaled
+    ob.close()
+    del ob
+    again = Outbox(where + "/ob", log=lambda m: None).open()
+    assert _seqs_are(again.statuses, 2, 130)
+
+
+def _seqs_are(statuses, first, end):
+    return len(statuses) == end - first and all(s[1] == first + i for i, s in enumerate(statuses))
