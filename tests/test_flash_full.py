@@ -7,6 +7,7 @@ many positions it had to drop."""
 import time
 
 from conftest import wait_until
+
 from simulators.route import city_drive
 from simulators.vunit import VirtualUnit
 
@@ -69,7 +70,8 @@ def test_presses_survive_a_full_flash_and_a_power_cut(gateway, link, tmp_path, u
                 "every press at the gateway",
             )
         finally:
-            print("stored", [(h["key"], h["seq"]) for h in gateway.get(f"/api/v1/units/{unit_id}/statuses")[1]])
+            stored = gateway.get(f"/api/v1/units/{unit_id}/statuses")[1]
+            print("stored", [(h["key"], h["seq"]) for h in stored])
         time.sleep(3)  # anything sent twice would be stored by now
         history = gateway.get(f"/api/v1/units/{unit_id}/statuses")[1]
         stored = [h["key"] for h in reversed(history)]  # the API lists newest first
