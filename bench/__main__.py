@@ -1,11 +1,11 @@
 """Run every benchmark: `python -m bench [GROUP ...]` (groups: policy, unit, nmea,
-gateway); with groups, the other figures in var/bench.json are kept."""
+gateway, outbox, web); with groups, the other figures in var/bench.json are kept."""
 
 import json
 import sys
 from pathlib import Path
 
-from . import gateway, nmea_speed, outbox, policy, unit
+from . import gateway, nmea_speed, outbox, policy, unit, web
 
 GROUPS = {
     "policy": policy.figures,
@@ -13,6 +13,7 @@ GROUPS = {
     "nmea": nmea_speed.figures,
     "gateway": gateway.figures,
     "outbox": outbox.figures,
+    "web": web.figures,
 }
 OUT = Path("var") / "bench.json"
 

@@ -138,7 +138,7 @@ def press_to_stream(gw, port, presses=200):
 
     def listen():
         try:
-            with httpx.stream("GET", gw.url + "/api/v1/stream", timeout=60) as resp:
+            with httpx.stream("GET", gw.url + "/api/v1/stream", headers=gw.headers, timeout=60) as resp:
                 ready.set()
                 for line in resp.iter_lines():
                     if line.startswith("data: ") and f'"unit_id": "{unit}"' in line:

@@ -7,8 +7,6 @@ import gc  # noqa: E402
 
 import asyncio  # noqa: E402
 
-from unit import Unit  # noqa: E402
-
 BOOT_ONLY = ("config", "boards")  # needed to start, then given back to the heap
 
 
@@ -22,13 +20,18 @@ def _build():
     import config
 
     cfg = config.load()
-    return Unit(boards.load(cfg), cfg)
+    board = boards.load(cfg)
+    del boards, config
+    for name in BOOT_ONLY:  # gone before the rest loads: the boot's peak is lower
+        sys.modules.pop(name, None)
+    gc.collect()
+    from unit import Unit
+
+    return Unit(board, cfg)
 
 
 def main():
     unit = _build()
-    for name in BOOT_ONLY:
-        sys.modules.pop(name, None)
     gc.collect()
     unit.heap_code = gc.mem_alloc()  # code and objects at start (code: none when frozen)
     loop = asyncio.get_event_loop()

@@ -5,14 +5,15 @@ Every error leaves as one JSON body: {"error": {"code": ..., "message": ...}}.
 
 import asyncio
 import json
+import time
 
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from . import __version__, api_dispatch, api_reports, protocol, store
+from . import __version__, api_dispatch, api_reports, auth, protocol, store, web
 from .errors import ApiError, BadRequest, NotFound
 
 KINDS = ("ambulance", "fire_truck", "rescue", "police", "other")
@@ -34,8 +35,8 @@ class SettingsIn(BaseModel):
 
 
 def user_of():
-    """Who acts: the X-Siaga-User header until logins arrive (the dispatcher's map)."""
-    return Header("api", alias="X-Siaga-User", max_length=64)
+    """Who acts: the logged-in user or the API token's name (gateway/auth.py)."""
+    return Depends(auth.acting_user)
 
 
 def error_body(status, code, message):
@@ -60,7 +61,9 @@ def _install_errors(app):
 
 def create_app(gw):
     """`gw` is the running gateway (gateway.service.Gateway)."""
+    guard = auth.Auth(gw.store, gw.settings.get("session_lifetime", auth.SESSION_LIFETIME))
     app = FastAPI(
+        dependencies=[Depends(guard.authorize)],  # every route: auth.ROUTES, default deny
         title="Siaga gateway",
         version=__version__,
         openapi_url="/api/v1/openapi.json",
@@ -86,6 +89,7 @@ def create_app(gw):
             raise NotFound(f"no unit {unit_id!r} is registered")
         return row
 
+    app.include_router(auth.router(guard))
     app.include_router(api_dispatch.router(gw, registered, unit_json, user_of))
     app.include_router(api_reports.router(gw, registered, reader))
 
@@ -118,13 +122,14 @@ def create_app(gw):
         return unit_json(row)
 
     @app.get("/api/v1/units/{unit_id}")
-    def unit(unit_id: str):
-        pushed = gw.store.last_push(unit_id)
-        return {
-            **unit_json(registered(unit_id)),
-            "device": store.device(reader, unit_id),
-            "settings_pushed": pushed,
-        }
+    def unit(unit_id: str, request: Request):
+        """One unit; with the device permission (technician, supervisor) also its device
+        and the settings last pushed to it."""
+        out = unit_json(registered(unit_id))
+        if auth.may(request, "device"):
+            out["device"] = store.device(reader, unit_id)
+            out["settings_pushed"] = gw.store.last_push(unit_id)
+        return out
 
     @app.put("/api/v1/units/{unit_id}/settings", status_code=202)
     def push_settings(unit_id: str, settings: SettingsIn):
@@ -152,15 +157,19 @@ def create_app(gw):
         sub = gw.hub.subscribe()
 
         async def events():
+            checked = time.monotonic()
             try:
                 yield "retry: 1000\n\n"
                 while True:
                     try:
-                        view = await asyncio.wait_for(sub.queue.get(), 15)
+                        view = await asyncio.wait_for(sub.queue.get(), guard.recheck_s)
                     except TimeoutError:
-                        yield ": keep-alive\n\n"
-                        continue
-                    yield f"event: unit\ndata: {json.dumps(view)}\n\n"
+                        view = None
+                    if time.monotonic() - checked >= guard.recheck_s:
+                        if not await asyncio.to_thread(guard.still_valid, request):
+                            return  # the session ended or the token was revoked
+                        checked = time.monotonic()
+                    yield ": keep-alive\n\n" if view is None else f"event: unit\ndata: {json.dumps(view)}\n\n"
             finally:
                 gw.hub.unsubscribe(sub)
 
@@ -168,4 +177,5 @@ def create_app(gw):
             events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
 
+    web.mount(app, gw)  # the dispatcher's map at /
     return app

@@ -75,6 +75,14 @@ def router(gw, registered, unit_json, user_of):
         """Only this clears an emergency."""
         return run(unit_id, "clear_emergency", user, reason=body.reason if body else "")
 
+    @r.post("/units/{unit_id}/ack-emergency")
+    def ack_emergency(unit_id: str, user: str = user_of()):
+        """A dispatcher has seen the emergency: every dispatcher's alarm stops. The
+        emergency goes on until it is cleared."""
+        if unit_json(registered(unit_id))["emergency"] is None:
+            raise BadRequest(f"{unit_id} has no emergency to acknowledge", "no_emergency")
+        return run(unit_id, "ack_emergency", user)
+
     @r.get("/nearest")
     def nearest(
         lat: float = Query(ge=-90, le=90),

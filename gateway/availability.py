@@ -54,6 +54,7 @@ class UnitState:
     flag: tuple = ()  # (order, key) of the newest flag press
     emergency_order: tuple = NEVER
     emergency_cleared_order: tuple = NEVER
+    emergency_ack: tuple = ()  # (order, user) of the newest dispatcher acknowledgement
     assignment: tuple = ()  # (order, incident dict, or None once released)
     link: str = "unknown"
     link_order: tuple = NEVER
@@ -104,7 +105,7 @@ class LinkChanged:
 
 @dataclass(frozen=True)
 class DispatcherAction:
-    """action: status | lock | unlock | assign | release | clear_emergency"""
+    """action: status | lock | unlock | assign | release | clear_emergency | ack_emergency"""
 
     action: str
     t: float
@@ -113,6 +114,7 @@ class DispatcherAction:
     key: int | None = None
     reason: str = ""
     incident: dict | None = None
+    user: str = ""
 
     @property
     def order(self):
@@ -180,6 +182,14 @@ def _clear_emergency(state, ev):
     return {"emergency_cleared_order": max(state.emergency_cleared_order, ev.order)}
 
 
+def _ack_emergency(state, ev):
+    """A dispatcher has seen the emergency (every dispatcher's alarm stops); it goes on
+    until cleared."""
+    if state.emergency_ack and state.emergency_ack[0] >= ev.order:
+        return {}
+    return {"emergency_ack": (ev.order, ev.user)}
+
+
 # What each dispatcher action does to a unit's state.
 DISPATCHER_ACTIONS = {
     "status": _status,
@@ -188,6 +198,7 @@ DISPATCHER_ACTIONS = {
     "assign": _assignment(lambda ev: ev.incident),
     "release": _assignment(lambda ev: None),
     "clear_emergency": _clear_emergency,
+    "ack_emergency": _ack_emergency,
 }
 
 
@@ -374,6 +385,18 @@ def _status_json(ev, scheme):
     return dict(out, since=ev[0][0], source=ev[2], reason=ev[3])
 
 
+def _emergency_json(state):
+    """The emergency in force: since when, and who acknowledged it (an acknowledgement
+    older than the emergency's press is of an earlier one)."""
+    ack = state.emergency_ack
+    acked = bool(ack) and ack[0] > state.emergency_order
+    return {
+        "since": state.emergency_order[0],
+        "acknowledged_by": ack[1] if acked else None,
+        "acknowledged_at": ack[0][0] if acked else None,
+    }
+
+
 def view(state, now, limits, scheme, home=None):
     """What a dispatcher sees of one unit at `now`: a JSON-ready dict. `home` is the
     unit's home station (lat, lon) from the registry, or None."""
@@ -386,7 +409,7 @@ def view(state, now, limits, scheme, home=None):
         "availability": availability(state, now, limits, scheme),
         "status": _status_json(current, scheme),
         "overridden": _status_json(overridden, scheme),
-        "emergency": {"since": state.emergency_order[0]} if emergency else None,
+        "emergency": _emergency_json(state) if emergency else None,
         "assignment": None
         if incident is None
         else dict(incident, acknowledged=acked, assigned_at=state.assignment[0][0]),

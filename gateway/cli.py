@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 
-from . import config
+from . import cli_auth, config
 from .errors import SiagaError
 
 
@@ -24,11 +24,19 @@ def api_url(args):
     ).rstrip("/")
 
 
-def http_json(url, data=None, method=None):
+NO_TOKEN = "set SIAGA_TOKEN (or --token) to an API token: `siaga token create --role viewer` makes one"
+
+
+def http_json(url, data=None, method=None, token=None):
+    """One API call with `Authorization: Bearer` from `token` or $SIAGA_TOKEN."""
+    token = token or os.environ.get("SIAGA_TOKEN")
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(
         url,
         data=None if data is None else json.dumps(data).encode(),
-        headers={"Content-Type": "application/json"},
+        headers=headers,
         method=method,
     )
     try:
@@ -39,6 +47,8 @@ def http_json(url, data=None, method=None):
             body = json.load(e)["error"]["message"]
         except (ValueError, KeyError, TypeError):
             body = e.reason
+        if e.code == 401:
+            body = ("it refused the API token; " if token else "it needs an API token; ") + NO_TOKEN
         raise SiagaError(f"{url}: {e.code} {body}") from None
     except urllib.error.URLError as e:
         raise SiagaError(f"cannot reach the gateway at {url}: {e.reason}") from None
@@ -197,17 +207,22 @@ def build_parser():
     config.add_flags(g)
     g.set_defaults(func=cmd_gateway)
 
-    for name, func, helptext in (
-        ("units", cmd_units, "print the gateway's unit table"),
-        ("unit", cmd_unit, "print one unit as JSON"),
-    ):
-        u = sub.add_parser(name, help=helptext)
-        if name == "unit":
-            u.add_argument("unit_id")
-        else:
-            u.add_argument("--json", action="store_true", help="print JSON instead of a table")
-        u.add_argument("--api", help="gateway URL [env SIAGA_API, default http://127.0.0.1:$SIAGA_HTTP_PORT]")
-        u.set_defaults(func=func)
+    u = sub.add_parser("units", help="print the gateway's unit table")
+    u.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    u.add_argument("--api", help="gateway URL [env SIAGA_API, default http://127.0.0.1:$SIAGA_HTTP_PORT]")
+    u.set_defaults(func=cmd_units)
+
+    from provisioning import cli as provisioning_cli  # here: it imports this module
+
+    u = sub.add_parser("unit", help="one unit: print it (siaga unit UNIT_ID), or its broker credentials")
+    usub = u.add_subparsers(dest="unit_command", required=True, metavar="ACTION")
+    show = usub.add_parser("show", help="print one unit as JSON (short: siaga unit UNIT_ID)")
+    show.add_argument("unit_id")
+    show.add_argument("--api", help="gateway URL [env SIAGA_API, default http://127.0.0.1:$SIAGA_HTTP_PORT]")
+    show.set_defaults(func=cmd_unit)
+    provisioning_cli.add_unit_commands(usub)
+    provisioning_cli.add_commands(sub)
+    provisioning_cli.add_ca_commands(sub)
 
     r = sub.add_parser("register", help="add or update a unit in the gateway's registry")
     r.add_argument("unit_id")
@@ -228,11 +243,28 @@ def build_parser():
     from simulators import cli as sim_cli
 
     sim_cli.add_commands(sub)
+    cli_auth.add_commands(sub)
+    cli_auth.add_token_flags(p)
     return p
 
 
+def _unit_shorthand(argv, parser):
+    """`siaga unit UNIT_ID` is `siaga unit show UNIT_ID`."""
+    commands = parser._subparsers._group_actions[0].choices
+    i = next((i for i, a in enumerate(argv) if a in commands), None)
+    if i is None or argv[i] != "unit" or i + 1 >= len(argv):
+        return argv
+    actions = commands["unit"]._subparsers._group_actions[0].choices
+    if argv[i + 1] in actions or argv[i + 1].startswith("-"):
+        return argv
+    return [*argv[: i + 1], "show", *argv[i + 1 :]]
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(_unit_shorthand(sys.argv[1:] if argv is None else list(argv), parser))
+    if getattr(args, "token", None):
+        os.environ["SIAGA_TOKEN"] = args.token  # for http_json, here and in what this starts
     try:
         return args.func(args) or 0
     except SiagaError as e:

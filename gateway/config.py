@@ -30,6 +30,20 @@ SETTINGS = (
     ),
     Setting("mqtt_user", "", "SIAGA_MQTT_USER", "--mqtt-user", "MQTT user name of the gateway"),
     Setting("mqtt_password", "", "SIAGA_MQTT_PASSWORD", None, "MQTT password (file or environment only)"),
+    Setting(
+        "mqtt_password_file",
+        "",
+        "SIAGA_MQTT_PASSWORD_FILE",
+        None,
+        "file holding the MQTT password (the broker's gateway.password); overrides mqtt_password",
+    ),
+    Setting(
+        "mqtt_ca",
+        "",
+        "SIAGA_MQTT_CA",
+        "--mqtt-ca",
+        "CA certificate (PEM) of the broker: set, the gateway talks TLS and verifies the broker",
+    ),
     Setting("http_host", "127.0.0.1", "SIAGA_HTTP_HOST", "--http-host", "address the HTTP API listens on"),
     Setting("http", 8080, "SIAGA_HTTP_PORT", "--http", "HTTP port of the API and map", int),
     Setting("data", "var", "SIAGA_DATA_DIR", "--data", "folder for the database"),
@@ -58,6 +72,14 @@ SETTINGS = (
         float,
     ),
     Setting(
+        "session_lifetime",
+        43200.0,
+        "SIAGA_SESSION_LIFETIME",
+        "--session-lifetime",
+        "seconds a login lasts after its last request (12 h: a dispatch shift)",
+        float,
+    ),
+    Setting(
         "status_scheme",
         "",
         "SIAGA_STATUS_SCHEME",
@@ -70,6 +92,20 @@ SETTINGS = (
         "SIAGA_STATUS_SCHEMES",
         "--status-schemes",
         "folder of further schemes, NAME.json each, that a unit's registry entry can name",
+    ),
+    Setting(
+        "tiles_url",
+        "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+        "SIAGA_TILES_URL",
+        "--tiles-url",
+        "XYZ tile source of the dispatcher's map: an online source or the centre's own tile server",
+    ),
+    Setting(
+        "tiles_attribution",
+        "&copy; OpenStreetMap contributors",
+        "SIAGA_TILES_ATTRIBUTION",
+        "--tiles-attribution",
+        "attribution the tile source requires, shown on the map",
     ),
 )
 
@@ -112,7 +148,17 @@ def resolve(args=None, environ=None):
         if flag_value is not None:
             value, source = flag_value, s.flag
         out[s.name] = _convert(s, value, source)
+    if out["mqtt_password_file"]:
+        out["mqtt_password"] = _read_secret(out["mqtt_password_file"])
     return out
+
+
+def _read_secret(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError as e:
+        raise ConfigError(f"mqtt_password_file {path}: {e.strerror}") from None
 
 
 def host_port(value, default_port):

@@ -12,11 +12,12 @@ from collections import deque
 
 import paho.mqtt.client as mqtt
 
+from .errors import ConfigError
 from .pipeline import Action, Incoming
 
 log = logging.getLogger("siaga.ingest")
 
-SUBSCRIPTIONS = [("siaga/+/pos", 1), ("siaga/+/status", 1), ("siaga/+/conn", 1)]
+SUBSCRIPTIONS = [("siaga/+/pos", 1), ("siaga/+/status", 1), ("siaga/+/conn", 1), ("siaga/+/tele", 0)]
 BATCH_MAX = 500
 TICK_S = 1.0
 PURGE_EVERY_S = 3600.0
@@ -31,6 +32,7 @@ class Ingest:
         client_id="siaga-gateway",
         username=None,
         password=None,
+        ca=None,
         clock=time.time,
         retention_s=None,
     ):
@@ -49,6 +51,11 @@ class Ingest:
         self.client.max_inflight_messages_set(100)
         if username:
             self.client.username_pw_set(username, password)
+        if ca:  # TLS, the broker's certificate verified against this CA (and its name)
+            try:
+                self.client.tls_set(ca_certs=ca)
+            except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+                raise ConfigError(f"mqtt_ca {ca}: not a readable CA certificate ({e})") from None
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message

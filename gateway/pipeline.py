@@ -87,6 +87,8 @@ class Pipeline:
         elif msg.kind == "status":
             self.store.add_status(msg.unit, msg.body, item.received_at)
             return protocol.down_topic(msg.unit), protocol.encode_ack(msg.body["boot"], msg.body["seq"])
+        elif msg.kind == "tele":
+            self.store.add_telemetry(msg.unit, msg.body, item.received_at)
         else:
             self.store.add_conn(msg.unit, msg.body, item.received_at)
         return None
@@ -130,6 +132,7 @@ class Pipeline:
             act.key,
             act.reason,
             act.incident and dict(act.incident, id=action_id),
+            user=act.user,
         )
         self._fold(act.unit_id, [event], touched)
         down = protocol.encode_action(act.action, action_id, act.incident)
@@ -175,7 +178,7 @@ class Pipeline:
                 tuple(view["flags"]),
                 view["link"],
                 pos and pos["fix_time"],
-                bool(view["emergency"]),
+                view["emergency"] and tuple(view["emergency"].values()),
                 view["assignment"] and (view["assignment"]["id"], view["assignment"]["acknowledged"]),
                 view["overridden"] and view["overridden"]["since"],
             )

@@ -26,6 +26,19 @@ def wait_until(predicate, timeout=15.0, interval=0.05, what="condition"):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}; last value {last!r}")
 
 
+def make_token(data_dir, role, name):
+    """An API token made directly in the gateway's database in `data_dir` (what
+    `siaga token create` does), so it works before the gateway starts."""
+    from .auth import create_token, open_db
+
+    store = open_db(data_dir)
+    try:
+        with store.atomic() as db:
+            return create_token(db, role, name)[0]
+    finally:
+        store.db.conn.close()
+
+
 class GatewayProcess:
     def __init__(self, data_dir, mqtt_port, http_port=None, client_id=None, extra=()):
         self.data_dir = Path(data_dir)
@@ -34,6 +47,7 @@ class GatewayProcess:
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.extra = ["--mqtt-client-id", client_id or f"gw-{self.http_port}", *extra]
         self.proc = None
+        self.token = None  # a supervisor API token, made in start(); request() sends it
 
     @property
     def log_path(self):
@@ -41,6 +55,8 @@ class GatewayProcess:
 
     def start(self, timeout=20):
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.token is None:
+            self.token = make_token(self.data_dir, "supervisor", "gateway-process")
         log = open(self.log_path, "ab")
         cmd = [
             sys.executable,
@@ -70,13 +86,19 @@ class GatewayProcess:
         except OSError:
             return False
 
-    def request(self, method, path, body=None):
-        """(status, JSON body) of one API call; an HTTP error is a status, not an exception."""
+    @property
+    def headers(self):
+        """What an API call sends to be let in: this process's supervisor token."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def request(self, method, path, body=None, token=None):
+        """(status, JSON body) of one API call, with this process's token or `token`; an
+        HTTP error is a status, not an exception."""
         req = urllib.request.Request(
             self.url + path,
             method=method,
             data=None if body is None else json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token or self.token}"},
         )
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:

@@ -25,6 +25,7 @@ JSON_SCHEMA = {
         "bye": ("boot", "seq", "t", "sent"),
         "will": ("boot", "seq"),
     },
+    "tele": {"tele": ("boot", "seq", "t", "sent")},
     "down": {"ack": ("boot", "seq"), "config": ("version",), "assign": ("id",), "release": ("id",)},
 }
 LIMITS = {"boot": 0xFFFF, "seq": 0xFFFFFFFF, "key": 9, "ms": 999}

@@ -36,6 +36,7 @@ class Gateway:
             retention_s=settings["retention_days"] * 86400,
             username=settings["mqtt_user"] or None,
             password=settings["mqtt_password"] or None,
+            ca=settings["mqtt_ca"] or None,
             clock=clock,
         )
         self.app = create_app(self)

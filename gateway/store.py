@@ -149,6 +149,43 @@ def m005_unit_status_scheme(db):
     db["units"].add_column("status_scheme", str, not_null_default="default")
 
 
+@migrations()
+def m006_logins(db):
+    """Logins, API tokens and sessions (gateway/auth.py). Only hashes of passwords,
+    tokens and session ids are kept."""
+    db["users"].create(
+        {"name": str, "role": str, "password_hash": str, "created_at": float, "disabled_at": float},
+        pk="name",
+    )
+    db["api_tokens"].create(
+        {"id": int, "name": str, "role": str, "token_hash": str, "created_at": float, "revoked_at": float},
+        pk="id",
+    )
+    db["api_tokens"].create_index(["token_hash"], unique=True)
+    db["sessions"].create(
+        {"id_hash": str, "user": str, "csrf": str, "created_at": float, "expires_at": float},
+        pk="id_hash",
+    )
+    db["sessions"].create_index(["user"])
+
+
+@migrations()
+def m007_unit_decommissioned(db):
+    """When a unit was decommissioned (`siaga unit decommission`; null: in service). Its
+    history stays; the broker refuses it."""
+    db["units"].add_column("decommissioned_at", float)
+
+
+@migrations()
+def m008_telemetry(db):
+    """What units say of their link, modem, memory and flash (the `tele` message)."""
+    db["telemetry"].create(
+        {"unit_id": str, "boot": int, "seq": int, "t": int, "received_at": float, "body": str},
+        pk=("unit_id", "boot", "seq"),
+    )
+    db["telemetry"].create_index(["unit_id", "received_at"])
+
+
 def _state_row(state):
     return {
         "unit_id": state.unit_id,
@@ -263,6 +300,19 @@ class Store:
             ignore=True,
         )
 
+    def add_telemetry(self, unit_id, body, received_at):
+        self.db["telemetry"].insert(
+            {
+                "unit_id": unit_id,
+                "boot": body["boot"],
+                "seq": body["seq"],
+                "t": body["t"],
+                "received_at": received_at,
+                "body": json.dumps(body),
+            },
+            ignore=True,
+        )
+
     def quarantine(self, topic, unit_id, reason, detail, payload, received_at):
         self.db["quarantine"].insert(
             {
@@ -317,11 +367,12 @@ class Store:
         return self.db["dispatcher_actions"].insert(row).last_pk
 
     def purge(self, cutoff):
-        """Forget positions with a fix time, and quarantined messages received, before
+        """Forget positions with a fix time, and quarantined messages and telemetry received, before
         `cutoff`; status events, dispatcher actions and connection events stay."""
         with self.atomic():
             gone = self.db.execute("delete from positions where t < ?", [cutoff]).rowcount
             gone += self.db.execute("delete from quarantine where received_at < ?", [cutoff]).rowcount
+            gone += self.db.execute("delete from telemetry where received_at < ?", [cutoff]).rowcount
         return gone
 
     # unit state snapshots
@@ -393,7 +444,12 @@ def device(db, unit_id):
     if not row:
         return None
     body = json.loads(row[0])
-    return {k: body.get(k) for k in ("fw", "board", "reset", "cfg", "boot", "dropped", "torn")}
+    out = {k: body.get(k) for k in ("fw", "board", "reset", "cfg", "boot", "dropped", "torn")}
+    sql = "select body, received_at from telemetry where unit_id = ? order by received_at desc limit 1"
+    tele = db.execute(sql, [unit_id]).fetchone()
+    if tele:
+        out["telemetry"] = dict(json.loads(tele[0]), received_at=tele[1])
+    return out
 
 
 def statuses(db, unit_id, limit=100):

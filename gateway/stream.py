@@ -7,6 +7,7 @@ is told how many (`dropped`), never blocks ingest.
 
 import asyncio
 import threading
+import time
 
 QUEUE_MAX = 1000
 
@@ -40,6 +41,9 @@ class Hub:
             self._subs.discard(sub)
 
     def publish(self, event):
+        """Offer `event` to every subscriber, stamped with when it left (`emitted`, Unix
+        seconds), so a client can measure how late it arrives."""
+        event = {**event, "emitted": time.time()}
         with self._lock:
             subs = list(self._subs)
         for sub in subs:

@@ -2,14 +2,17 @@
 Raya, on embedded defaults, until Ctrl-C or SIGTERM; nothing is left running after."""
 
 import os
+import secrets
 import signal
 import threading
 from pathlib import Path
 
+from gateway import auth
 from gateway.process import GatewayProcess
 from provisioning.mosquitto import Mosquitto, die_with_parent, free_port, port_is_free
 
-from .fleet import Fleet, demo_specs
+from .fleet import demo_specs
+from .provisioned_fleet import ProvisionedFleet
 
 
 def _port(env, default, what):
@@ -21,6 +24,22 @@ def _port(env, default, what):
     return port
 
 
+def demo_login(data, name="dispatcher"):
+    """The demo's dispatcher login in the gateway's database: its password, from
+    SIAGA_DEMO_PASSWORD or new at every start."""
+    password = os.environ.get("SIAGA_DEMO_PASSWORD") or secrets.token_urlsafe(9)
+    store = auth.open_db(data)
+    try:
+        with store.atomic() as db:
+            try:
+                auth.add_user(db, name, "dispatcher", password)
+            except auth.Conflict:
+                auth.set_password(db, name, password)
+    finally:
+        store.db.conn.close()
+    return name, password
+
+
 def run_demo():
     die_with_parent(signal.SIGTERM)  # `make` killed: stop everything too
     data = Path(os.environ.get("SIAGA_DATA_DIR", "var")).resolve()
@@ -30,17 +49,24 @@ def run_demo():
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    broker = Mosquitto(data / "broker", mqtt_port).start()
+    broker = Mosquitto(data / "broker", mqtt_port, secure=True).start()  # TLS, dynsec: no anonymous
     gateway = fleet = None
     try:
-        gateway = GatewayProcess(data, mqtt_port, http_port, client_id="siaga-gateway").start()
+        login = demo_login(data)
+        gateway = GatewayProcess(
+            data, mqtt_port, http_port, client_id="siaga-gateway", extra=broker.gateway_flags()
+        ).start()
         api = gateway.url
         specs = demo_specs(6)
-        for spec in specs:
-            gateway.register(**spec.registration())
-        fleet = Fleet(specs, data, ("127.0.0.1", mqtt_port)).start()
-        print(f"  broker    Mosquitto on 127.0.0.1:{mqtt_port} (log {broker.data_dir / 'mosquitto.log'})")
+        print(f"  provisioning {len(specs)} virtual boards over their serial ports ...", flush=True)
+        fleet = ProvisionedFleet(specs, data, broker, gateway).start()
+        print(
+            f"  broker    Mosquitto, TLS on 127.0.0.1:{mqtt_port} (log {broker.data_dir / 'mosquitto.log'});"
+            " each unit logs in as itself"
+        )
         print(f"  gateway   {api}/api/v1/units  (log {data / 'gateway.log'}, database {data / 'siaga.db'})")
+        print(f"  login: {login[0]} / {login[1]} at {api}/")
+        print(f"  token     export SIAGA_TOKEN={gateway.token}  (a supervisor's, for siaga and curl)")
         print(f"  fleet     {', '.join(s.unit_id + ' ' + s.callsign for s in specs)}")
         print(f"            flash folders in {data / 'flash'}, crews press keys on missions")
         print(

@@ -92,6 +92,7 @@ class VirtualUnit:
         password=None,
         ca=None,
         flash_blocks=None,
+        modem=None,
     ):
         """`password` and `ca` (the project CA's certificate, copied to the flash as
         ca.crt): the unit logs in as itself over TLS, as a provisioned unit does."""
@@ -107,6 +108,7 @@ class VirtualUnit:
         self.flash_firmware = flash_firmware
         self.watchdog_s = watchdog_s
         self.flash_blocks = flash_blocks  # the journal on a littlefs of this many 4 KB blocks
+        self.modem = modem  # a started simulators.modem.ModemSimulator: the unit's LTE modem
         self.resets = 0
         self.rng = random.Random(seed)
         self.mover = Mover(*start_xy, t=time.time(), rng=self.rng)
@@ -149,6 +151,8 @@ class VirtualUnit:
         self._vboard = f"gnss={gnss_path},panel={panel_path}"
         if self.flash_blocks:
             self._vboard += f",flash={self.flash / 'data.lfs'}:{self.flash_blocks}"
+        if self.modem is not None:
+            self._vboard += f",modem={self.modem.path}:{self.modem.model}"
         self._spawn("power_on")
         for target in (self._feed_gnss, self._read_panel, self._serve_control, self._watchdog):
             threading.Thread(target=target, daemon=True, name=f"{self.unit_id}-{target.__name__}").start()

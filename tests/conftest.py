@@ -32,6 +32,17 @@ def broker(tmp_path_factory):
     m.stop()
 
 
+@pytest.fixture(scope="session")
+def secure_broker(tmp_path_factory):
+    """A Mosquitto as in production (README "Broker security"): TLS only, from a project
+    CA; logins and topics checked by the dynamic security plugin; no anonymous clients.
+    `.admin()` manages units' credentials; GatewayProcess(..., extra=m.gateway_flags())
+    logs a gateway in."""
+    m = Mosquitto(tmp_path_factory.mktemp("secure-broker"), secure=True).start()
+    yield m
+    m.stop()
+
+
 @pytest.fixture
 def gateway(broker, tmp_path):
     gw = GatewayProcess(tmp_path / "gateway", broker.port)

@@ -109,7 +109,7 @@ def test_request_to_talk_is_a_flag_not_a_status():
 def test_emergency_stays_until_a_dispatcher_clears_it():
     state = fold([online(), press(3, T0), press(0, T0 + 10), press(2, T0 + 60)])
     v = see(state, T0 + 61)
-    assert v["availability"] == "emergency" and v["emergency"] == {"since": T0 + 10}
+    assert v["availability"] == "emergency" and v["emergency"]["since"] == T0 + 10
     assert v["status"]["key"] == 2  # the crew's status goes on beneath the emergency
     cleared = fold([act("clear_emergency", T0 + 70)], state)
     assert avail(cleared, T0 + 71) == "available" and see(cleared, T0 + 71)["emergency"] is None
@@ -261,7 +261,9 @@ class Events(RuleBasedStateMachine):
         self._add(LinkChanged(kind, boot, seq, T0 + seq))
 
     @rule(
-        action=st.sampled_from(["status", "lock", "unlock", "assign", "release", "clear_emergency"]),
+        action=st.sampled_from(
+            ["status", "lock", "unlock", "assign", "release", "clear_emergency", "ack_emergency"]
+        ),
         dt=st.integers(0, 900),
         key=st.sampled_from([1, 2, 3, 4, 6, 7, 8, 9]),
     )

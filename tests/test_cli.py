@@ -18,12 +18,18 @@ def commands():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     for name, p in sub.choices.items():
-        nested = [a for a in p._actions if a.dest == "sim_command"]
+        groups = ("sim_command", "user_command", "token_command", "unit_command", "ca_command")
+        nested = [a for a in p._actions if a.dest in groups]
         if nested:
             for sname in nested[0].choices:
                 yield f"{name} {sname}"
         else:
             yield name
+
+
+def api(gateway):
+    """Where the gateway is and its supervisor token."""
+    return "--api", gateway.url, "--token", gateway.token
 
 
 def siaga(*args, env=None):
@@ -47,14 +53,14 @@ def test_every_command_has_help_and_is_in_the_readme(command):
 
 def test_units_table(gateway, unit_id):
     gateway.register(unit_id, kind="fire_truck")
-    run = siaga("units", "--api", gateway.url)
+    run = siaga("units", *api(gateway))
     assert run.returncode == 0, run.stderr
     line = [x for x in run.stdout.splitlines() if x.startswith(unit_id)][0]
     assert re.search(r"fire_truck\s+offline", line)
 
 
 def test_unknown_unit_is_a_clear_error(gateway):
-    run = siaga("unit", "nope-1", "--api", gateway.url)
+    run = siaga("unit", "nope-1", *api(gateway))
     assert run.returncode == 2 and "no unit 'nope-1' is registered" in run.stderr
 
 
@@ -83,15 +89,15 @@ def test_dispatch_from_the_command_line(gateway, vunits, unit_id):
     unit.press(2)
     wait_until(lambda: gateway.unit(unit_id)["availability"] == "available", what="available")
 
-    near = siaga("nearest", "--lat=-2.2", "--lon=113.92", "--incident-kind", "medical", "--api", gateway.url)
+    near = siaga("nearest", "--lat=-2.2", "--lon=113.92", "--incident-kind", "medical", *api(gateway))
     assert near.returncode == 0 and unit_id in near.stdout and " km " in near.stdout
-    run = siaga("assign", unit_id, "--lat=-2.2", "--lon=113.92", "--kind", "medical", "--api", gateway.url)
+    run = siaga("assign", unit_id, "--lat=-2.2", "--lon=113.92", "--kind", "medical", *api(gateway))
     assert run.returncode == 0 and f"{unit_id}: assigned" in run.stdout, run.stderr
-    run = siaga("release", unit_id, "--api", gateway.url)
+    run = siaga("release", unit_id, *api(gateway))
     assert run.returncode == 0 and f"{unit_id}: available" in run.stdout
-    run = siaga("status", unit_id, "6", "--reason", "ban bocor", "--api", gateway.url)
+    run = siaga("status", unit_id, "6", "--reason", "ban bocor", *api(gateway))
     assert run.returncode == 0 and "out_of_service, status 6 Tidak siaga (dispatcher)" in run.stdout
-    run = siaga("lock", unit_id, "--api", gateway.url)
+    run = siaga("lock", unit_id, *api(gateway))
     assert run.returncode == 0 and "status_locked" in run.stdout
-    bad = siaga("status", unit_id, "5", "--reason", "x", "--api", gateway.url)
+    bad = siaga("status", unit_id, "5", "--reason", "x", *api(gateway))
     assert bad.returncode == 2 and "not a status a dispatcher can set" in bad.stderr

@@ -1,14 +1,13 @@
 """`make demo` as a new user meets it: everything starts on embedded defaults, six units
 drive in Palangka Raya and report, and SIGTERM leaves no process behind."""
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
+import httpx
 from conftest import REPO, wait_until
 
 from provisioning.mosquitto import free_port
@@ -34,6 +33,7 @@ def test_demo_runs_the_fleet_and_stops_cleanly(tmp_path):
     env = dict(
         os.environ, SIAGA_DATA_DIR=str(tmp_path), SIAGA_MQTT_PORT=str(free_port()), SIAGA_HTTP_PORT=str(http)
     )
+    env["SIAGA_DEMO_PASSWORD"] = "demo-sandi-112"  # else a new one each start, printed
     demo = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "demo"],
         cwd=REPO,
@@ -42,13 +42,16 @@ def test_demo_runs_the_fleet_and_stops_cleanly(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
+    dispatcher = httpx.Client(base_url=f"http://127.0.0.1:{http}", timeout=2)
     try:
 
-        def units():
+        def units():  # as the demo's dispatcher, logged in
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http}/api/v1/units", timeout=2) as r:
-                    return json.load(r)
-            except OSError:
+                if "siaga_session" not in dispatcher.cookies:
+                    login = {"username": "dispatcher", "password": "demo-sandi-112"}
+                    dispatcher.post("/api/v1/login", json=login).raise_for_status()
+                return dispatcher.get("/api/v1/units").raise_for_status().json()
+            except httpx.HTTPError:
                 return []
 
         def fleet_reporting():
@@ -71,4 +74,5 @@ def test_demo_runs_the_fleet_and_stops_cleanly(tmp_path):
         out, _ = demo.communicate(timeout=60)
     assert demo.returncode == 0, out
     assert "stopped." in out and f":{http}/api/v1/units" in out
+    assert f"login: dispatcher / demo-sandi-112 at http://127.0.0.1:{http}/" in out
     assert processes_mentioning(str(tmp_path)) == []

@@ -139,7 +139,7 @@ def test_the_live_stream_carries_a_press(gateway, vunits, unit_id):
     connected = threading.Event()
 
     def listen():
-        with httpx.stream("GET", gateway.url + "/api/v1/stream", timeout=30) as resp:
+        with httpx.stream("GET", gateway.url + "/api/v1/stream", headers=gateway.headers, timeout=30) as resp:
             connected.set()
             for line in resp.iter_lines():
                 if line.startswith("data: "):

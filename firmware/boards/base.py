@@ -28,6 +28,11 @@ class Board:
     def reset_cause(self):
         return "unknown"
 
+    def cellular(self, cfg, log=print):
+        """The LTE link (lib/cellular.py) on this board's modem; None: no modem, the
+        host's network is the data path."""
+        return None
+
     def storage(self):
         """The folder the unit's journal lives in (on a board: its littlefs root)."""
         return "."

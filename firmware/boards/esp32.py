@@ -152,6 +152,30 @@ class ESP32Board(Board):
         """The modem's UART, for the modem driver."""
         return self._uart("modem")
 
+    def cellular(self, cfg, log=print):
+        """The LTE link: the modem driver on the modem's UART and pins, then PPP on the
+        same UART (network.PPP, MicroPython 1.24 and later) for the data session."""
+        if not self.modem:
+            return None
+        import modem
+        from cellular import Cellular
+
+        uart = self.open_modem_uart()
+        stream = asyncio.StreamReader(uart)
+        pwrkey = self._gpio("modem_pwrkey", "out")
+        reset = self._gpio("modem_reset", "out")
+        driver = modem.MODELS[self.modem](stream, stream, pwrkey=pwrkey, reset=reset)
+
+        def ppp():
+            import network
+
+            link = network.PPP(uart)
+            link.active(True)
+            link.connect()
+            return link
+
+        return Cellular(driver, cfg, ppp=ppp, log=log)
+
     def gnss_stream(self):
         if "gnss_rx" not in self.pins:
             return None

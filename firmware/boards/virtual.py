@@ -13,6 +13,8 @@
 # The pty paths come in the environment variable SIAGA_VBOARD as "gnss=PATH,panel=PATH".
 # With "flash=PATH:BLOCKS" too, the journal lives on a littlefs of BLOCKS 4 KB blocks in
 # the file PATH (boards/vflash.py): a flash of a board's size that can fill up.
+# With "modem=PATH:MODEL" the modem driver talks AT to a modem simulator on that pty: it
+# starts, registers and reports signal, while data still goes over the host's sockets.
 import asyncio
 import os
 import time
@@ -61,6 +63,17 @@ class VirtualBoard(Board):
 
     def rtc_time(self):
         return time.time()
+
+    def cellular(self, cfg, log=print):
+        spec = _paths().get("modem")
+        if not spec:
+            return None
+        import modem
+        from cellular import Cellular
+
+        path, model = spec.rsplit(":", 1)
+        driver = modem.MODELS[model](asyncio.StreamReader(open(path, "rb")), open(path, "wb"))
+        return Cellular(driver, cfg, log=log)
 
     def storage(self):
         spec = _paths().get("flash")

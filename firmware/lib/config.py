@@ -38,6 +38,13 @@ DEFAULTS = {
     "outbox_status_cap": 500,  # waiting presses kept before the oldest is dropped
     "report_batch": 16,  # backlog positions per message when catching up
     "confirm_after_s": 30,  # a press the gateway has not confirmed this long goes again
+    "telemetry_s": 300,  # link, modem and memory telemetry this often while online
+    "sim_pin": "",  # the SIM's PIN, if it asks for one (sent once: a wrong PIN is never retried)
+    "apn": "internet",  # the operator's APN (Telkomsel, Indosat and XL all answer "internet")
+    "apn_user": "",
+    "apn_password": "",
+    "register_s": 120,  # how long the modem may take to register before it is restarted
+    "modem_poll_s": 30,  # signal and registration polled this often
 }
 for _tunables in (reporter.TUNABLES, fixfilter.TUNABLES):
     for _key in _tunables:
@@ -55,6 +62,10 @@ LOCAL_ONLY = (
     "broker_tls",
     "broker_ca",
     "broker_hostname",
+    "sim_pin",
+    "apn",
+    "apn_user",
+    "apn_password",
 )
 
 

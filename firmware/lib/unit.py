@@ -3,6 +3,7 @@
 # OSError (or EOFError from a closed stream) and leads to a reconnect with backoff.
 import asyncio
 import gc
+import os
 import random
 import time
 
@@ -38,7 +39,11 @@ class Unit:
         self.fixes = FixFilter(cfg)  # the last trusted fix
         self.policy = ReportPolicy(cfg)
         self.last_report_ms = time.ticks_ms()
-        self.outbox = Outbox(board.storage() + "/ob", cfg["outbox_max_bytes"], cfg["outbox_status_cap"], log).open()
+        self.storage = board.storage()
+        self.outbox = Outbox(self.storage + "/ob", cfg["outbox_max_bytes"], cfg["outbox_status_cap"], log).open()
+        self.cell = board.cellular(cfg, log)  # the LTE link; None: the host's network
+        self.started_ms = time.ticks_ms()
+        self.tele_at = None  # ticks of the last telemetry sent
         self.wake = asyncio.Event()
         self.retry_now = asyncio.Event()
         self.link_up = False
@@ -272,10 +277,15 @@ class Unit:
     async def sender(self, client):
         self.outbox.rewind()  # whatever was in flight when the last link died goes again
         self.sent_at = {}  # and so do presses the gateway has not confirmed
+        self.tele_at = None
         while True:
             self.beat("link")
             if self._heartbeat_due():
                 self.report()
+            now = time.ticks_ms()
+            if self.tele_at is None or time.ticks_diff(now, self.tele_at) >= self.cfg["telemetry_s"] * 1000:
+                self.tele_at = now  # at the start of each session, then every telemetry_s
+                await client.publish(self.topic("tele"), self.telemetry(), qos=0)
             if await self._send_one_round(client):
                 continue
             self.outbox.flush()
@@ -284,6 +294,28 @@ class Unit:
                 await asyncio.wait_for_ms(self.wake.wait(), 200)
             except asyncio.TimeoutError:
                 pass
+
+    def telemetry(self):
+        """Link, modem, memory and flash, for a technician (docs/protocol.md, tele)."""
+        now = self.clock.now()
+        fields = dict(
+            t=now,
+            sent=now,
+            up=time.ticks_diff(time.ticks_ms(), self.started_ms) // 1000,
+            heap_free=gc.mem_free(),
+            heap_peak=self.heap_peak,
+            waiting=self.outbox.waiting,
+            unjournaled=len(self.outbox.unjournaled),
+            write_errors=self.outbox.write_errors,
+        )
+        try:
+            st = os.statvfs(self.storage)
+            fields["flash_free"] = st[0] * st[3]
+        except OSError:
+            pass
+        if self.cell is not None:
+            fields.update(self.cell.info())
+        return wire.encode_json("tele", self.boot, self.next_seq(), **fields)
 
     # link
     def _client(self, birth_seq):
@@ -307,6 +339,8 @@ class Unit:
         )
 
     async def _session(self):
+        if self.cell is not None and not self.cell.up():
+            raise OSError("no mobile network yet: modem %s, %s" % (self.cell.modem.state, self.cell.error))
         birth_seq = self.next_seq()
         client = self._client(birth_seq)
         client.on_message = self.on_downlink
@@ -392,6 +426,8 @@ class Unit:
         asyncio.create_task(self.keys_task())
         asyncio.create_task(self.housekeeping_task())
         asyncio.create_task(self.board.run(self))
+        if self.cell is not None:
+            asyncio.create_task(self.cell.run())
         await self.link_task()
         while True:
             await asyncio.sleep(1)

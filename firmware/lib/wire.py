@@ -16,6 +16,7 @@ _JSON_TYPES = {
     "birth": ("boot", "seq", "t", "sent"),
     "bye": ("boot", "seq", "t", "sent"),
     "will": ("boot", "seq"),
+    "tele": ("boot", "seq", "t", "sent"),
     "ack": ("boot", "seq"),
     "config": ("version",),
     "assign": ("id",),
@@ -24,6 +25,7 @@ _JSON_TYPES = {
 _TOPIC_TYPES = {
     "status": ("status",),
     "conn": ("birth", "bye", "will"),
+    "tele": ("tele",),
     "down": ("ack", "config", "assign", "release"),
 }
 

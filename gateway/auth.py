@@ -1,0 +1,465 @@
+"""Logins, roles, sessions, CSRF and API tokens for the HTTP API.
+
+Two tables decide every request:
+- ROLES: what each role may do, as a set of permissions;
+- ROUTES: the permission each route needs, by (method, path template).
+One app-level dependency (`Auth.authorize`) enforces ROUTES, so the routes themselves
+carry no decorators; a route missing from ROUTES is refused to everyone (default deny).
+
+Who is asking:
+- a browser: a session cookie (`siaga_session`) from POST /api/v1/login. A session
+  lives `session_lifetime` seconds after its last request (sliding). Every POST, PUT,
+  PATCH or DELETE it makes must carry the session's CSRF token in `X-CSRF-Token`.
+- another system: `Authorization: Bearer TOKEN`, a token from `siaga token create`.
+  Tokens need no CSRF token: a browser never sends them by itself.
+
+Passwords are kept as scrypt hashes (per-user random salt); session ids and API tokens
+only as SHA-256 hashes (they are long random strings, so a fast hash is enough).
+"""
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+import time
+from typing import NamedTuple
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
+
+from .errors import ApiError, BadRequest, NotFound
+
+PERMISSIONS = ("view", "dispatch", "lock", "users", "device", "units")
+ROLES = {
+    "viewer": frozenset({"view"}),  # sees the map
+    "dispatcher": frozenset({"view", "dispatch"}),  # assigns, releases, sets statuses
+    "technician": frozenset({"view", "device", "units"}),  # device health, registry, settings
+    "supervisor": frozenset(PERMISSIONS),  # also locks statuses and manages users
+}
+
+PUBLIC = "public"  # anyone, signed in or not
+SIGNED_IN = "signed in"  # any principal, whatever its role
+UNIT = "/api/v1/units/{unit_id}"
+ROUTES = {
+    ("GET", "/"): PUBLIC,  # the dispatcher's page; it asks for a login itself
+    ("GET", "/api/v1/health"): PUBLIC,
+    ("GET", "/api/v1/map-config"): "view",  # the map's tile source and status labels
+    ("POST", "/api/v1/login"): PUBLIC,
+    ("POST", "/api/v1/logout"): SIGNED_IN,
+    ("GET", "/api/v1/me"): SIGNED_IN,
+    ("GET", "/api/v1/units"): "view",
+    ("POST", "/api/v1/units"): "units",
+    ("GET", UNIT): "view",  # its `device` part only with the device permission
+    ("PUT", UNIT + "/settings"): "units",
+    ("GET", UNIT + "/statuses"): "view",
+    ("GET", UNIT + "/track"): "view",
+    ("POST", UNIT + "/assign"): "dispatch",
+    ("POST", UNIT + "/release"): "dispatch",
+    ("POST", UNIT + "/status"): "dispatch",
+    ("POST", UNIT + "/clear-emergency"): "dispatch",
+    ("POST", UNIT + "/ack-emergency"): "dispatch",
+    ("POST", UNIT + "/lock"): "lock",
+    ("POST", UNIT + "/unlock"): "lock",
+    ("GET", "/api/v1/nearest"): "view",
+    ("GET", "/api/v1/assignments"): "view",
+    ("GET", "/api/v1/response-times"): "view",
+    ("GET", "/api/v1/stream"): "view",
+    ("GET", "/api/v1/users"): "users",
+    ("POST", "/api/v1/users"): "users",
+    ("POST", "/api/v1/users/{name}/disable"): "users",
+}
+# Served without a login and outside the table: the page's files and the API's docs.
+PUBLIC_PREFIXES = ("/static/", "/vendor/", "/web/")
+PUBLIC_PATHS = ("/api/v1/openapi.json", "/api/v1/docs", "/docs/oauth2-redirect")  # FastAPI's
+
+COOKIE = "siaga_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+SESSION_LIFETIME = 12 * 3600.0  # a dispatch shift; the gateway's `session_lifetime` setting
+LOGIN_FAILURES_ALLOWED = 5  # failed logins in a row for one name before it is throttled
+LOGIN_THROTTLE_S = 60.0
+MIN_PASSWORD = 8
+NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+SCRYPT = {"n": 2**14, "r": 8, "p": 1}  # 16 MiB and some 35 ms a hash
+
+
+class Unauthenticated(ApiError):
+    status = 401
+    code = "unauthenticated"
+
+
+class BadCredentials(ApiError):
+    status = 401
+    code = "bad_credentials"
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+
+
+class CsrfRefused(ApiError):
+    status = 403
+    code = "csrf"
+
+
+class Throttled(ApiError):
+    status = 429
+    code = "throttled"
+
+
+class Conflict(ApiError):
+    status = 409
+    code = "exists"
+
+
+class Principal(NamedTuple):
+    """Who a request comes from: a user (`via` "session") or an API token ("token")."""
+
+    name: str
+    role: str
+    via: str
+    csrf: str | None = None
+
+    @property
+    def permissions(self):
+        return ROLES[self.role]
+
+
+def required(method, path):
+    """The permission a route needs; None if it is not in the table (refused)."""
+    method = "GET" if method == "HEAD" else method
+    if method == "GET" and (path.startswith(PUBLIC_PREFIXES) or path in PUBLIC_PATHS):
+        return PUBLIC
+    return ROUTES.get((method, path))
+
+
+# passwords
+def _b64(raw):
+    return base64.b64encode(raw).decode()
+
+
+def hash_password(password):
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **SCRYPT)
+    return f"scrypt${SCRYPT['n']}${SCRYPT['r']}${SCRYPT['p']}${_b64(salt)}${_b64(digest)}"
+
+
+def check_password(password, stored):
+    """Constant-time comparison against a stored hash."""
+    _, n, r, p, salt, digest = stored.split("$")
+    want = base64.b64decode(digest)
+    got = hashlib.scrypt(
+        password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=len(want)
+    )
+    return hmac.compare_digest(got, want)
+
+
+_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))  # unknown names cost as much as known ones
+
+
+def _sha256(secret):
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def check_role(role):
+    if role not in ROLES:
+        raise BadRequest(f"role must be one of {', '.join(ROLES)}; {role!r} is not")
+    return role
+
+
+def check_new_password(password):
+    if len(password) < MIN_PASSWORD:
+        raise BadRequest(f"a password needs at least {MIN_PASSWORD} characters")
+    return password
+
+
+# users, tokens and sessions in the gateway's database (tables of migration m006).
+# `db` is a sqlite-utils Database (writes: inside Store.atomic()) or a ThreadReader.
+def _one(db, sql, params):
+    return db.execute(sql, params).fetchone()
+
+
+def add_user(db, name, role, password, now=None):
+    if not NAME.match(name):
+        raise BadRequest(f"{name!r} is not a user name: lower-case letters, digits, '.', '_', '-'")
+    check_role(role)
+    if _one(db, "select 1 from users where name = ?", [name]):
+        raise Conflict(f"user {name!r} exists")
+    db.execute(
+        "insert into users (name, role, password_hash, created_at) values (?, ?, ?, ?)",
+        [name, role, hash_password(check_new_password(password)), now or time.time()],
+    )
+    return user(db, name)
+
+
+def set_password(db, name, password):
+    if not db.execute(
+        "update users set password_hash = ? where name = ?",
+        [hash_password(check_new_password(password)), name],
+    ).rowcount:
+        raise NotFound(f"no user {name!r}")
+    db.execute("delete from sessions where user = ?", [name])
+
+
+def user(db, name):
+    row = _one(db, "select name, role, created_at, disabled_at from users where name = ?", [name])
+    if row is None:
+        raise NotFound(f"no user {name!r}")
+    return dict(zip(("name", "role", "created_at", "disabled_at"), row, strict=True))
+
+
+def users(db):
+    rows = db.execute("select name, role, created_at, disabled_at from users order by name").fetchall()
+    return [dict(zip(("name", "role", "created_at", "disabled_at"), r, strict=True)) for r in rows]
+
+
+def disable_user(db, name, now=None):
+    """The user can no longer log in, and their sessions end at once."""
+    user(db, name)
+    db.execute(
+        "update users set disabled_at = coalesce(disabled_at, ?) where name = ?", [now or time.time(), name]
+    )
+    db.execute("delete from sessions where user = ?", [name])
+    return user(db, name)
+
+
+def create_token(db, role, name=None, now=None):
+    """A new API token: (token, row). The token is shown once; only its hash is kept."""
+    check_role(role)
+    token = "siaga_" + secrets.token_urlsafe(32)
+    name = name or f"{role}-token"
+    cur = db.execute(
+        "insert into api_tokens (name, role, token_hash, created_at) values (?, ?, ?, ?)",
+        [name, role, _sha256(token), now or time.time()],
+    )
+    return token, {"id": cur.lastrowid, "name": name, "role": role}
+
+
+def tokens(db):
+    rows = db.execute("select id, name, role, created_at, revoked_at from api_tokens order by id").fetchall()
+    return [dict(zip(("id", "name", "role", "created_at", "revoked_at"), r, strict=True)) for r in rows]
+
+
+def revoke_token(db, ident, now=None):
+    """Revoke the token with this id, or every token with this name; how many were revoked."""
+    column = "id" if str(ident).isdigit() else "name"
+    return db.execute(
+        f"update api_tokens set revoked_at = ? where {column} = ? and revoked_at is null",
+        [now or time.time(), int(ident) if column == "id" else ident],
+    ).rowcount
+
+
+def token_principal(db, token):
+    row = _one(
+        db, "select name, role from api_tokens where token_hash = ? and revoked_at is null", [_sha256(token)]
+    )
+    return Principal(row[0], row[1], "token") if row and row[1] in ROLES else None
+
+
+def new_session(db, name, lifetime, now):
+    """(session id for the cookie, CSRF token); expired sessions are swept here."""
+    sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    db.execute("delete from sessions where expires_at < ?", [now])
+    db.execute(
+        "insert into sessions (id_hash, user, csrf, created_at, expires_at) values (?, ?, ?, ?, ?)",
+        [_sha256(sid), name, csrf, now, now + lifetime],
+    )
+    return sid, csrf
+
+
+def session(db, sid, now):
+    """(Principal, expires_at) of a live session of an enabled user, or None."""
+    row = _one(
+        db,
+        "select u.name, u.role, s.csrf, s.expires_at from sessions s join users u on u.name = s.user"
+        " where s.id_hash = ? and s.expires_at > ? and u.disabled_at is null",
+        [_sha256(sid), now],
+    )
+    return (Principal(row[0], row[1], "session", row[2]), row[3]) if row and row[1] in ROLES else None
+
+
+class Auth:
+    """The HTTP side: who a request comes from, whether it may, logins and sessions."""
+
+    def __init__(self, store, lifetime=SESSION_LIFETIME, clock=time.time):
+        self.store = store
+        self.reader = store.reader()
+        self.lifetime = float(lifetime)
+        self.recheck_s = min(15.0, self.lifetime / 2)  # how often a live stream re-checks its login
+        self.clock = clock
+        self.failures = {}  # user name -> (failed logins in a row, time of the last)
+        self.failures_lock = threading.Lock()
+
+    # the app-level dependency
+    def authorize(self, request: Request):
+        route = request.scope.get("route")
+        path = getattr(route, "path_format", request.url.path)
+        need = required(request.method, path)
+        if need == PUBLIC:
+            return
+        principal = self.identify(request)
+        if principal is None:
+            raise Unauthenticated("log in (POST /api/v1/login) or send Authorization: Bearer TOKEN")
+        if principal.via == "session" and request.method not in SAFE_METHODS:
+            sent = request.headers.get(CSRF_HEADER, "")
+            if not hmac.compare_digest(sent.encode(), principal.csrf.encode()):
+                raise CsrfRefused(f"{CSRF_HEADER} header missing or wrong: send the csrf of /api/v1/me")
+        if need is None:
+            raise Forbidden(f"{request.method} {path} is not open to any role")
+        if need != SIGNED_IN and need not in principal.permissions:
+            raise Forbidden(
+                f"{request.method} {path} needs the {need} permission; you are a {principal.role}"
+            )
+        request.state.principal = principal
+
+    def still_valid(self, request):
+        """Whether a long response (the live stream) may go on: its session or token still
+        holds. Does not extend the session: an open stream alone keeps no one logged in."""
+        return self.identify(request, extend=False) is not None
+
+    def identify(self, request, extend=True):
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token_principal(self.reader, token.strip())
+        sid = request.cookies.get(COOKIE)
+        if not sid:
+            return None
+        now = self.clock()
+        found = session(self.reader, sid, now)
+        if found is None:
+            return None
+        principal, expires = found
+        if extend and now + self.lifetime - expires > min(60.0, self.lifetime / 4):  # sliding, seldom written
+            with self.store.atomic() as db:
+                db.execute(
+                    "update sessions set expires_at = ? where id_hash = ?",
+                    [now + self.lifetime, _sha256(sid)],
+                )
+        return principal
+
+    # logins
+    def login(self, name, password):
+        """(Principal, session id, CSRF token), or BadCredentials / Throttled."""
+        self._throttle(name)
+        row = _one(self.reader, "select role, password_hash, disabled_at from users where name = ?", [name])
+        ok = check_password(password, row[1] if row else _DUMMY_HASH)
+        if not (ok and row[2] is None and row[0] in ROLES):
+            self._failed(name)
+            raise BadCredentials("wrong user name or password, or the user is disabled")
+        with self.failures_lock:
+            self.failures.pop(name, None)
+        with self.store.atomic() as db:
+            sid, csrf = new_session(db, name, self.lifetime, self.clock())
+        return Principal(name, row[0], "session", csrf), sid, csrf
+
+    def logout(self, request):
+        sid = request.cookies.get(COOKIE)
+        if sid:
+            with self.store.atomic() as db:
+                db.execute("delete from sessions where id_hash = ?", [_sha256(sid)])
+
+    def _throttle(self, name):
+        with self.failures_lock:
+            count, last = self.failures.get(name, (0, 0.0))
+        wait = last + LOGIN_THROTTLE_S - self.clock()
+        if count >= LOGIN_FAILURES_ALLOWED and wait > 0:
+            raise Throttled(f"too many failed logins for {name!r}; try again in {wait:.0f} s")
+
+    def _failed(self, name):
+        now = self.clock()
+        with self.failures_lock:
+            if len(self.failures) > 10000:  # names tried at random: forget the old ones
+                self.failures = {k: v for k, v in self.failures.items() if now - v[1] < LOGIN_THROTTLE_S}
+            count, last = self.failures.get(name, (0, 0.0))
+            if count >= LOGIN_FAILURES_ALLOWED:  # a throttle that ran out starts over
+                count = 0
+            self.failures[name] = (count + 1, now)
+
+
+def principal_of(request):
+    principal = getattr(request.state, "principal", None)
+    if principal is None:
+        raise Unauthenticated("log in (POST /api/v1/login) or send Authorization: Bearer TOKEN")
+    return principal
+
+
+def acting_user(request: Request) -> str:
+    """The name recorded on a dispatcher's action: the authenticated user or token."""
+    return principal_of(request).name
+
+
+def may(request, permission):
+    principal = getattr(request.state, "principal", None)
+    return principal is not None and permission in principal.permissions
+
+
+def me_json(principal):
+    return {
+        "user": principal.name,
+        "role": principal.role,
+        "permissions": sorted(principal.permissions),
+        "csrf": principal.csrf,
+    }
+
+
+class LoginIn(BaseModel):
+    username: str = Field(max_length=64)
+    password: str = Field(max_length=1024)
+
+
+class UserIn(BaseModel):
+    name: str = Field(max_length=64)
+    role: str
+    password: str = Field(max_length=1024)
+
+
+def router(auth):
+    r = APIRouter(prefix="/api/v1")
+
+    @r.post("/login")
+    def login(body: LoginIn, response: Response):
+        """Log in: sets the session cookie and returns the CSRF token for later changes."""
+        principal, sid, csrf = auth.login(body.username, body.password)
+        response.set_cookie(COOKIE, sid, httponly=True, samesite="strict", path="/")
+        return {"user": principal.name, "role": principal.role, "csrf": csrf}
+
+    @r.post("/logout")
+    def logout(request: Request, response: Response):
+        auth.logout(request)
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        return {"user": principal_of(request).name, "logged_out": True}
+
+    @r.get("/me")
+    def me(request: Request):
+        """Who is asking, their role and permissions, and the session's CSRF token."""
+        return me_json(principal_of(request))
+
+    @r.get("/users")
+    def list_users():
+        return users(auth.reader)
+
+    @r.post("/users", status_code=201)
+    def create_user(body: UserIn):
+        with auth.store.atomic() as db:
+            return add_user(db, body.name, body.role, body.password)
+
+    @r.post("/users/{name}/disable")
+    def disable(name: str):
+        """The user can no longer log in; their open sessions end."""
+        with auth.store.atomic() as db:
+            return disable_user(db, name)
+
+    return r
+
+
+def open_db(data_dir):
+    """The gateway's database in `data_dir`, created if need be, so logins and tokens can
+    be made before the gateway first runs (and while it runs: SQLite in WAL mode)."""
+    from pathlib import Path
+
+    from .store import Store
+
+    return Store(Path(data_dir) / "siaga.db")

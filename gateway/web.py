@@ -1,0 +1,62 @@
+"""The dispatcher's map page: static files from gateway/web/ at `/`, Leaflet from the
+repository's node_modules (installed by `make venv` from package-lock.json) at
+/vendor/leaflet/, and the map's settings at /api/v1/map-config. No CDN."""
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from . import availability
+
+WEB = Path(__file__).resolve().parent / "web"
+LEAFLET = Path(__file__).resolve().parent.parent / "node_modules" / "leaflet" / "dist"
+
+MISSING = """<!doctype html><meta charset="utf-8"><title>Siaga: Leaflet missing</title>
+<h1>Leaflet is missing</h1>
+<p>The map's library is not installed in <code>{path}</code>: run <code>make venv</code>
+(it runs <code>npm ci --omit=dev</code>) in the repository, then reload.</p>"""
+
+
+def _statuses(scheme):
+    """The scheme's statuses for the page: labels, and which a dispatcher may set."""
+    out = []
+    for key in sorted(scheme.by_key):
+        s = scheme.by_key[key]
+        settable = key not in availability.FLAG_KEYS and s.availability != "emergency"
+        out.append(dict(s.as_json(), availability=s.availability, settable=settable))
+    return out
+
+
+def mount(app, gw):
+    """Serve the page, its static files and the vendored Leaflet on `app`."""
+    r = APIRouter()
+
+    @r.get("/", include_in_schema=False)
+    def index():
+        if not (LEAFLET / "leaflet.js").exists():
+            return HTMLResponse(MISSING.format(path=LEAFLET), status_code=503)
+        return FileResponse(WEB / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @r.get("/api/v1/map-config")
+    def map_config():
+        """Where the map's tiles come from (a gateway setting), their attribution, and
+        the default status scheme's labels."""
+        return {
+            "tiles_url": gw.settings.get("tiles_url", ""),
+            "tiles_attribution": gw.settings.get("tiles_attribution", ""),
+            "statuses": _statuses(gw.pipeline.schemes["default"]),
+        }
+
+    @r.get("/vendor/leaflet/{path:path}", include_in_schema=False)
+    def leaflet(path: str):
+        file = (LEAFLET / path).resolve()
+        if not (LEAFLET / "leaflet.js").exists():
+            return HTMLResponse(MISSING.format(path=LEAFLET), status_code=503)
+        if LEAFLET.resolve() not in file.parents or not file.is_file():
+            return HTMLResponse("not found", status_code=404)
+        return FileResponse(file)
+
+    app.include_router(r)
+    app.mount("/web", StaticFiles(directory=WEB), name="web")

@@ -1,0 +1,803 @@
+// The dispatcher's live map: every unit from /api/v1/units, kept current by the live
+// stream (/api/v1/stream, one marker and one list row updated per event), a side list
+// in sync with the map, the unit's detail, the incident and its nearest units, and the
+// emergency alarm. Plain ES modules, no build step; Leaflet is the global `L`.
+
+import { api, ApiError, can, login, logout, session, whoAmI } from "./api.js";
+import { age, distance, wib, wibWhen } from "./format.js";
+import { currentLang, setLang, statusLabel, t, translateStatic } from "./i18n.js";
+import { badge, escape, fixAge, LOOK, stale, unitIcon } from "./markers.js";
+
+const $ = (sel) => document.querySelector(sel);
+const CENTRE = [-2.2096, 113.9136]; // Palangka Raya
+const AVAIL_ORDER = ["emergency", "assigned", "available", "busy", "out_of_service", "offline"];
+const KINDS = ["ambulance", "fire_truck", "rescue", "police", "other"];
+
+const units = new Map(); // unit_id -> the unit's latest view
+const markers = new Map(); // unit_id -> L.marker
+const rows = new Map(); // unit_id -> <tr>
+const state = {
+  selected: null,
+  clockOffset: 0, // gateway clock minus browser clock, seconds
+  incident: null, // {lat, lon}
+  picking: false,
+  pending: null, // {unit_id, action_id}: an assignment waiting for the crew
+  statuses: [], // the default status scheme, for the dispatcher's status change
+  loading: null, // stream events held while /units loads
+  streamLost: false,
+};
+// For the browser tests and the benchmark: what the page has drawn, and when.
+const probe = (window.__siaga = { ready: false, markersDrawnAt: null, updates: [], stream: "connecting", beeping: false });
+
+let map, markerLayer, trackLayer, incidentMarker, source;
+
+const serverNow = () => Date.now() / 1000 + state.clockOffset;
+
+// ---- boot ------------------------------------------------------------------------
+
+async function boot() {
+  setLang(currentLang());
+  bindUi();
+  renderStatic();
+  if (await whoAmI()) start();
+  else showLogin();
+}
+
+// Logged in: the map's settings (they need the view permission), then units and stream.
+async function start() {
+  $("#login").hidden = true;
+  applyRole();
+  if (!map) {
+    const config = await api("GET", "/map-config");
+    state.statuses = config.statuses || [];
+    initMap(config);
+  }
+  connectStream();
+  loadUnits();
+}
+
+function applyRole() {
+  document.body.classList.toggle("can-dispatch", can("dispatch"));
+  document.body.classList.toggle("can-lock", can("lock"));
+  document.body.classList.toggle("can-device", can("device"));
+  $("#who").textContent = session.user ? `${session.user} (${session.role})` : t("role_open");
+  $("#logout").hidden = !session.user;
+  $("#dispatch").hidden = !can("view");
+}
+
+// ---- the map ----------------------------------------------------------------------
+
+function initMap(config) {
+  map = L.map("map", { zoomControl: true }).setView(CENTRE, 13);
+  L.control.scale({ imperial: false, position: "bottomleft" }).addTo(map);
+  markerLayer = L.layerGroup().addTo(map);
+  trackLayer = L.layerGroup().addTo(map);
+  watchTiles(config);
+  map.on("click", (e) => {
+    if (state.picking) setIncident(e.latlng.lat, e.latlng.lng);
+  });
+  map.on("contextmenu", (e) => setIncident(e.latlng.lat, e.latlng.lng));
+}
+
+// The base map is optional: with no tile reachable the map says so and goes on, on a
+// plain background, with its scale and the units.
+function watchTiles(config) {
+  if (!config.tiles_url) return tilesDown(true);
+  let loaded = 0;
+  const layer = L.tileLayer(config.tiles_url, { attribution: config.tiles_attribution, maxZoom: 19 });
+  layer.on("tileload", () => {
+    loaded += 1;
+    tilesDown(false);
+  });
+  layer.on("tileerror", () => {
+    if (!loaded) tilesDown(true);
+  });
+  layer.addTo(map);
+}
+
+function tilesDown(down) {
+  $("#tiles-down").hidden = !down;
+  $("#map").classList.toggle("no-tiles", down);
+}
+
+// ---- units: load, stream, apply ------------------------------------------------------
+
+async function loadUnits() {
+  state.loading = state.loading || [];
+  let list;
+  try {
+    list = await api("GET", "/units");
+  } catch (err) {
+    state.loading = null;
+    return report(err);
+  }
+  const fixed = list.find((u) => u.position);
+  if (fixed) state.clockOffset = fixed.position.fix_time + fixed.position.age - Date.now() / 1000;
+  const first = !probe.ready;
+  for (const u of list) upsert(u);
+  const held = state.loading;
+  state.loading = null;
+  for (const ev of held) applyEvent(ev);
+  fillFilterOptions();
+  if (first) fitUnits();
+  scheduleList();
+  requestAnimationFrame(() => {
+    if (first) probe.markersDrawnAt = performance.now();
+    probe.ready = true;
+  });
+}
+
+function fitUnits() {
+  const points = [...units.values()].filter((u) => u.position).map((u) => [u.position.lat, u.position.lon]);
+  if (points.length) map.fitBounds(points, { padding: [40, 40], maxZoom: 15 });
+}
+
+function connectStream() {
+  if (source) source.close();
+  setStream("connecting");
+  source = new EventSource("/api/v1/stream");
+  source.addEventListener("open", () => {
+    setStream("ok");
+    if (state.streamLost) {
+      state.streamLost = false;
+      loadUnits(); // what happened while the stream was down
+    }
+  });
+  source.addEventListener("error", () => {
+    setStream("lost");
+    state.streamLost = true;
+    if (source.readyState === EventSource.CLOSED) setTimeout(connectStream, 2000);
+  });
+  source.addEventListener("unit", (e) => {
+    const ev = JSON.parse(e.data);
+    if (state.loading) state.loading.push(ev);
+    else applyEvent(ev);
+  });
+}
+
+function setStream(s) {
+  probe.stream = s;
+  const el = $("#stream-state");
+  el.dataset.state = s;
+  el.className = `stream ${s}`;
+  el.textContent = t(`stream_${s}`);
+}
+
+function applyEvent(ev) {
+  upsert(ev);
+  const t0 = ev.emitted;
+  requestAnimationFrame(() => {
+    probe.updates.push({ unit_id: ev.unit_id, emitted: t0, drawn: (performance.timeOrigin + performance.now()) / 1000 });
+    if (probe.updates.length > 5000) probe.updates.splice(0, 1000);
+  });
+}
+
+function upsert(view) {
+  const before = units.get(view.unit_id);
+  const u = { ...before, ...view };
+  delete u.emitted;
+  units.set(u.unit_id, u);
+  drawMarker(u);
+  drawRow(u);
+  if (state.selected === u.unit_id) drawDetail(u, before);
+  if (state.pending && state.pending.unit_id === u.unit_id) drawAssignState();
+  if (!before || before.emergency !== u.emergency) drawEmergencies();
+  scheduleList();
+}
+
+function drawMarker(u) {
+  let m = markers.get(u.unit_id);
+  if (!u.position) {
+    if (m) markerLayer.removeLayer(m);
+    markers.delete(u.unit_id);
+    return;
+  }
+  const icon = unitIcon(u, serverNow(), state.selected === u.unit_id);
+  const ll = [u.position.lat, u.position.lon];
+  if (!m) {
+    m = L.marker(ll, { icon, keyboard: false, riseOnHover: true });
+    m.on("click", () => select(u.unit_id));
+    markers.set(u.unit_id, m);
+  } else {
+    m.setLatLng(ll);
+    m.setIcon(icon);
+  }
+  m.setZIndexOffset(u.availability === "emergency" ? 1000 : 0);
+  const shown = matches(u);
+  if (shown && !markerLayer.hasLayer(m)) markerLayer.addLayer(m);
+  if (!shown && markerLayer.hasLayer(m)) markerLayer.removeLayer(m);
+  if (state.selected === u.unit_id && newTrackPoint(u)) trackLayer.eachLayer((l) => l.addLatLng?.(ll));
+}
+
+// The selected unit's track grows with each new position.
+const lastTrackFix = new Map();
+function newTrackPoint(u) {
+  const last = lastTrackFix.get(u.unit_id);
+  if (last === u.position.fix_time) return false;
+  lastTrackFix.set(u.unit_id, u.position.fix_time);
+  return last !== undefined;
+}
+
+// ---- the side list ----------------------------------------------------------------------
+
+function drawRow(u) {
+  let tr = rows.get(u.unit_id);
+  if (!tr) {
+    tr = document.createElement("tr");
+    tr.dataset.unit = u.unit_id;
+    tr.tabIndex = 0;
+    tr.addEventListener("click", () => select(u.unit_id, true));
+    rows.set(u.unit_id, tr);
+  }
+  tr.dataset.availability = u.availability;
+  tr.className = [stale(u) ? "stale" : "", state.selected === u.unit_id ? "selected" : ""].join(" ").trim();
+  const flags = (u.flags || []).map((f) => `<span class="flag">${escape(t("flag_" + f))}</span>`).join("");
+  tr.innerHTML =
+    `<td>${badge(u.availability)}</td>` +
+    `<td class="callsign">${escape(u.callsign || u.unit_id)}${u.agency ? ` <small>${escape(u.agency)}</small>` : ""}</td>` +
+    `<td>${escape(t("kind_" + u.kind))}</td>` +
+    `<td class="availability">${escape(t("av_" + u.availability))} <small>${escape(statusLabel(u.status))}</small>${flags}</td>` +
+    `<td class="age">${escape(fixAge(u, serverNow()))}</td>`;
+  tr.hidden = !matches(u);
+}
+
+function filters() {
+  return {
+    q: $("#search").value.trim().toLowerCase(),
+    kind: $("#f-kind").value,
+    agency: $("#f-agency").value,
+    availability: $("#f-avail").value,
+  };
+}
+
+function matches(u, f = filters()) {
+  if (f.kind && u.kind !== f.kind) return false;
+  if (f.agency && u.agency !== f.agency) return false;
+  if (f.availability && u.availability !== f.availability) return false;
+  if (f.q && !`${u.callsign} ${u.unit_id}`.toLowerCase().includes(f.q)) return false;
+  return true;
+}
+
+const SORTS = {
+  callsign: (a, b) => (a.callsign || a.unit_id).localeCompare(b.callsign || b.unit_id),
+  availability: (a, b) => AVAIL_ORDER.indexOf(a.availability) - AVAIL_ORDER.indexOf(b.availability) || SORTS.callsign(a, b),
+  age: (a, b) => (a.position ? -a.position.fix_time : Infinity) - (b.position ? -b.position.fix_time : Infinity) || SORTS.callsign(a, b),
+};
+
+let listQueued = false;
+function scheduleList() {
+  if (listQueued) return;
+  listQueued = true;
+  requestAnimationFrame(() => {
+    listQueued = false;
+    orderList();
+  });
+}
+
+function orderList() {
+  const f = filters();
+  const sorted = [...units.values()].sort(SORTS[$("#sort").value] || SORTS.callsign);
+  const body = $("#units tbody");
+  let shown = 0;
+  sorted.forEach((u, i) => {
+    const tr = rows.get(u.unit_id);
+    if (body.children[i] !== tr) body.insertBefore(tr, body.children[i] || null);
+    tr.hidden = !matches(u, f);
+    if (!tr.hidden) shown += 1;
+  });
+  $("#counts").textContent = t("counts", { shown, total: units.size });
+}
+
+function refilter() {
+  for (const u of units.values()) drawMarker(u);
+  orderList();
+}
+
+function fillFilterOptions() {
+  fillSelect("#f-kind", KINDS.filter((k) => [...units.values()].some((u) => u.kind === k)), (k) => t("kind_" + k));
+  const agencies = [...new Set([...units.values()].map((u) => u.agency).filter(Boolean))].sort();
+  fillSelect("#f-agency", agencies, (a) => a);
+  fillSelect("#f-avail", AVAIL_ORDER, (a) => t("av_" + a));
+}
+
+function fillSelect(sel, values, label) {
+  const el = $(sel);
+  const keep = el.value;
+  while (el.options.length > 1) el.remove(1);
+  for (const v of values) el.add(new Option(label(v), v));
+  el.value = values.includes(keep) ? keep : "";
+}
+
+// ---- selection and detail ----------------------------------------------------------------
+
+async function select(unitId, pan = false) {
+  const previous = state.selected;
+  state.selected = unitId;
+  for (const id of [previous, unitId]) {
+    const u = id && units.get(id);
+    if (u) {
+      drawMarker(u);
+      drawRow(u);
+    }
+  }
+  trackLayer.clearLayers();
+  const u = units.get(unitId);
+  if (!u) return closeDetail();
+  if (pan && u.position) map.panTo([u.position.lat, u.position.lon]);
+  $("#detail").hidden = false;
+  drawDetail(u);
+  const [detail, history, track] = await Promise.all([
+    api("GET", `/units/${encodeURIComponent(unitId)}`),
+    api("GET", `/units/${encodeURIComponent(unitId)}/statuses?limit=20`),
+    api("GET", `/units/${encodeURIComponent(unitId)}/track`),
+  ]).catch((err) => (report(err), []));
+  if (state.selected !== unitId || !detail) return;
+  units.set(unitId, { ...units.get(unitId), device: detail.device });
+  drawHistory(history);
+  drawTrack(track);
+  drawDevice(detail.device, units.get(unitId));
+}
+
+function closeDetail() {
+  const previous = state.selected;
+  state.selected = null;
+  trackLayer.clearLayers();
+  $("#detail").hidden = true;
+  const u = previous && units.get(previous);
+  if (u) {
+    drawMarker(u);
+    drawRow(u);
+  }
+}
+
+function fact(label, value) {
+  return `<dt>${escape(t(label))}</dt><dd>${value}</dd>`;
+}
+
+function drawDetail(u, before) {
+  const now = serverNow();
+  $("#d-callsign").innerHTML = `${badge(u.availability)} ${escape(u.callsign || u.unit_id)} <small>${escape(t("kind_" + u.kind))}</small>`;
+  const s = u.status;
+  const p = u.position;
+  const parts = [
+    fact("f_availability", `<b data-field="availability">${escape(t("av_" + u.availability))}</b>`),
+    fact(
+      "f_status",
+      s
+        ? `${escape(statusLabel(s))} · ${t("f_since")} ${wibWhen(s.since, now)} · ${t("f_source")} ${escape(t("src_" + s.source))}${s.reason ? ` · “${escape(s.reason)}”` : ""}`
+        : t("none"),
+    ),
+  ];
+  if (u.overridden) parts.push(fact("f_overridden", `${escape(statusLabel(u.overridden))} · ${escape(t("src_" + u.overridden.source))} ${wib(u.overridden.since)}`));
+  parts.push(fact("f_flags", (u.flags || []).map((f) => `<span class="flag">${escape(t("flag_" + f))}</span>`).join(" ") || t("none")));
+  if (u.emergency) {
+    const ack = u.emergency.acknowledged_by ? ` · ${escape(t("acked_by", { user: u.emergency.acknowledged_by, time: wib(u.emergency.acknowledged_at) }))}` : "";
+    parts.push(fact("f_emergency", `${t("f_since")} ${wib(u.emergency.since)}${ack}`));
+  }
+  if (u.assignment) {
+    const a = u.assignment;
+    parts.push(fact("f_assignment", `${escape(t("ik_" + a.kind))} · ${wib(a.assigned_at)} · ${a.acknowledged ? "✓" : "…"} ${escape(a.note || "")}`));
+  }
+  parts.push(
+    fact(
+      "f_position",
+      p
+        ? `${p.lat.toFixed(5)}, ${p.lon.toFixed(5)} · ${p.speed != null ? Math.round(p.speed * 3.6) + " km/j" : ""} ${p.heading != null ? Math.round(p.heading) + "°" : ""} · ${t("pos_age")} ${age(now - p.fix_time)}`
+        : t("no_position"),
+    ),
+  );
+  parts.push(fact("f_link", `${escape(u.link)} · ${t("f_last_seen")} ${wibWhen(u.last_seen, now)}`));
+  if (u.agency) parts.push(fact("f_agency", escape(u.agency)));
+  $("#d-facts").innerHTML = parts.join("");
+  drawActions(u);
+  if (before && before.status && s && before.status.since !== s.since) refreshHistory(u.unit_id);
+}
+
+async function refreshHistory(unitId) {
+  const history = await api("GET", `/units/${encodeURIComponent(unitId)}/statuses?limit=20`).catch(() => null);
+  if (history && state.selected === unitId) drawHistory(history);
+}
+
+function drawHistory(history) {
+  $("#d-history").innerHTML = (history || [])
+    .map(
+      (h) =>
+        `<li>${wibWhen(h.pressed_at, serverNow())} · ${escape(h.key)} ${escape(h.label || "")} · ${escape(t("src_" + h.source))}` +
+        `${h.user ? " " + escape(h.user) : ""}${h.reason ? ` · “${escape(h.reason)}”` : ""}</li>`,
+    )
+    .join("");
+}
+
+function drawTrack(track) {
+  trackLayer.clearLayers();
+  const feature = track && track.features && track.features[0];
+  if (!feature) return;
+  const latlngs = feature.geometry.coordinates.map(([lon, lat]) => [lat, lon]);
+  L.polyline(latlngs, { color: "#1565c0", weight: 4, opacity: 0.7, className: "track" }).addTo(trackLayer);
+}
+
+function drawDevice(device, u) {
+  const el = $("#d-device");
+  if (!can("device") || !device) {
+    el.innerHTML = "";
+    return;
+  }
+  const p = u.position || {};
+  const tele = device.telemetry || {};
+  const signal = tele.rssi != null ? `${tele.rssi} dBm` : null;
+  const network = tele.reg ? [tele.reg, tele.op, tele.act].filter(Boolean).join(", ") : null;
+  const rows_ = [
+    ["dev_fw", device.fw],
+    ["dev_board", device.board],
+    ["dev_reset", device.reset],
+    ["dev_boot", device.boot],
+    ["dev_cfg", device.cfg],
+    ["dev_signal", signal],
+    ["dev_network", network],
+    ["dev_backlog", tele.waiting],
+    ["dev_flash", tele.flash_free != null ? `${Math.round(tele.flash_free / 1024)} KB` : null],
+    ["dev_heap", tele.heap_free != null ? `${Math.round(tele.heap_free / 1024)} KB` : null],
+    ["dev_tele_at", tele.received_at != null ? wib(tele.received_at) : null],
+    ["dev_sats", p.sats != null ? `${p.sats} / ${p.hdop ?? "—"}` : null],
+    ["dev_dropped", device.dropped ? JSON.stringify(device.dropped) : null],
+  ];
+  el.innerHTML =
+    `<h3>${escape(t("device"))}</h3><dl>` +
+    rows_.map(([k, v]) => fact(k, escape(v ?? t("none")))).join("") +
+    "</dl>";
+}
+
+// ---- actions on a unit ---------------------------------------------------------------------
+
+function drawActions(u) {
+  const box = $("#d-actions");
+  const html = [];
+  if (can("dispatch")) {
+    if (state.incident && u.availability === "available") {
+      html.push(`<button type="button" data-action="assign" class="primary">${escape(t("assign"))} (a)</button>`);
+    }
+    if (u.emergency && !u.emergency.acknowledged_by) html.push(`<button type="button" data-action="ack" class="danger">${escape(t("ack"))}</button>`);
+    if (u.emergency) html.push(`<button type="button" data-action="clear-emergency">${escape(t("clear_emergency"))}</button>`);
+    if (u.assignment) html.push(`<button type="button" data-action="release">${escape(t("release"))}</button>`);
+    const options = state.statuses
+      .filter((s) => s.settable)
+      .map((s) => `<option value="${s.key}">${escape(statusLabel(s))}</option>`)
+      .join("");
+    html.push(
+      `<form class="status-form"><select name="key">${options}</select>` +
+        `<input name="reason" placeholder="${escape(t("reason"))}" maxlength="500">` +
+        `<button type="submit">${escape(t("set_status"))}</button></form>`,
+    );
+  }
+  if (can("lock")) {
+    const locked = (u.flags || []).includes("status_locked");
+    html.push(`<button type="button" data-action="${locked ? "unlock" : "lock"}">${escape(t(locked ? "unlock" : "lock"))}</button>`);
+  }
+  // Keep a half-typed reason across stream updates.
+  const form = box.querySelector(".status-form");
+  const typed = form && { key: form.key.value, reason: form.reason.value, focused: document.activeElement === form.reason };
+  box.innerHTML = html.join(" ");
+  const again = box.querySelector(".status-form");
+  if (again && typed) {
+    again.key.value = typed.key;
+    again.reason.value = typed.reason;
+    if (typed.focused) again.reason.focus();
+  }
+}
+
+async function unitAction(unitId, action, body = {}) {
+  try {
+    const reply = await api("POST", `/units/${encodeURIComponent(unitId)}/${action}`, body);
+    if (reply && reply.unit) upsert(reply.unit);
+    toast(t("done"));
+    return reply;
+  } catch (err) {
+    report(err);
+    return null;
+  }
+}
+
+async function assign(unitId) {
+  if (!state.incident || !can("dispatch")) return;
+  const { lat, lon } = state.incident;
+  const reply = await unitAction(unitId, "assign", { lat, lon, kind: $("#inc-kind").value, note: $("#inc-note").value });
+  if (reply) {
+    state.pending = { unit_id: unitId, action_id: reply.action_id };
+    drawAssignState();
+  }
+}
+
+function drawAssignState() {
+  const el = $("#assign-state");
+  const p = state.pending;
+  const u = p && units.get(p.unit_id);
+  if (!u) {
+    el.textContent = "";
+    el.dataset.state = "";
+    return;
+  }
+  const a = u.assignment;
+  const acked = (a && a.id === p.action_id && a.acknowledged) || (!a && u.availability !== "assigned");
+  el.dataset.state = acked ? "acknowledged" : "assigned";
+  el.dataset.unit = u.unit_id;
+  el.textContent = t(acked ? "assigned_acked" : "assigned_wait", { unit: u.callsign || u.unit_id });
+}
+
+// ---- incidents and the nearest units ----------------------------------------------------------
+
+function setIncident(lat, lon) {
+  if (!Number.isFinite(lat) || !Number.isFinite(lon) || Math.abs(lat) > 90 || Math.abs(lon) > 180) {
+    return toast(t("bad_coords"));
+  }
+  state.picking = false;
+  $("#map").classList.remove("picking");
+  state.incident = { lat, lon };
+  $("#inc-lat").value = lat.toFixed(5);
+  $("#inc-lon").value = lon.toFixed(5);
+  const icon = L.divIcon({ className: "incident-icon", html: "<div class=\"incident\">✚</div>", iconSize: [30, 30], iconAnchor: [15, 15] });
+  if (incidentMarker) incidentMarker.setLatLng([lat, lon]);
+  else incidentMarker = L.marker([lat, lon], { icon, zIndexOffset: 2000 }).addTo(map);
+  findNearest();
+  const u = state.selected && units.get(state.selected);
+  if (u) drawActions(u);
+}
+
+async function findNearest() {
+  if (!state.incident) return;
+  const { lat, lon } = state.incident;
+  const kind = $("#inc-kind").value;
+  let near;
+  try {
+    near = await api("GET", `/nearest?lat=${lat}&lon=${lon}&incident_kind=${kind}&limit=8`);
+  } catch (err) {
+    return report(err);
+  }
+  const now = serverNow();
+  $("#nearest").innerHTML = near.length
+    ? near
+        .map(
+          (u) =>
+            `<li data-unit="${escape(u.unit_id)}">${badge(u.availability)} <b>${escape(u.callsign || u.unit_id)}</b> ` +
+            `<small>${escape(t("kind_" + u.kind))}</small> · ${t("distance")} ${distance(u.distance_m)} · ${t("pos_age")} ${age(now - u.position.fix_time)} ` +
+            (can("dispatch") ? `<button type="button" data-assign="${escape(u.unit_id)}" class="primary">${escape(t("assign"))}</button>` : "") +
+            `</li>`,
+        )
+        .join("")
+    : `<li class="empty">${escape(t("no_nearest"))}</li>`;
+}
+
+function startPicking() {
+  state.picking = true;
+  $("#map").classList.add("picking");
+  toast(t("pick_point"));
+}
+
+// ---- emergencies ------------------------------------------------------------------------------
+
+function drawEmergencies() {
+  const open = [...units.values()].filter((u) => u.emergency && !u.emergency.acknowledged_by).sort((a, b) => a.emergency.since - b.emergency.since);
+  $("#emergencies").innerHTML = open
+    .map(
+      (u) =>
+        `<div class="emergency" data-unit="${escape(u.unit_id)}"><span class="siren">‼</span> ` +
+        `${escape(t("emergency_banner", { unit: u.callsign || u.unit_id, time: wib(u.emergency.since) }))} ` +
+        (can("dispatch") ? `<button type="button" data-ack="${escape(u.unit_id)}">${escape(t("ack"))} (e)</button>` : "") +
+        `</div>`,
+    )
+    .join("");
+  alarm(open.length > 0);
+}
+
+let audio, beepTimer;
+function alarm(on) {
+  probe.beeping = on;
+  if (!on) {
+    clearInterval(beepTimer);
+    beepTimer = null;
+    return;
+  }
+  if (beepTimer) return;
+  beep();
+  beepTimer = setInterval(beep, 1500);
+}
+
+function beep() {
+  try {
+    audio = audio || new AudioContext();
+    if (audio.state === "suspended") {
+      audio.resume();
+      toast(t("sound_blocked")); // the browser waits for a touch on the page
+    }
+    [880, 660].forEach((freq, i) => {
+      const osc = audio.createOscillator();
+      const gain = audio.createGain();
+      osc.frequency.value = freq;
+      gain.gain.value = 0.2;
+      osc.connect(gain).connect(audio.destination);
+      const at = audio.currentTime + i * 0.25;
+      osc.start(at);
+      osc.stop(at + 0.2);
+    });
+  } catch (err) {
+    console.warn("no sound:", err);
+  }
+}
+
+function ackOldest() {
+  const first = $("#emergencies [data-ack]");
+  if (first) unitAction(first.dataset.ack, "ack-emergency");
+}
+
+// ---- the rest of the page ----------------------------------------------------------------------
+
+function toast(message) {
+  const el = $("#toast");
+  el.textContent = message;
+  el.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => (el.hidden = true), 4000);
+}
+
+function report(err) {
+  if (err instanceof ApiError && err.status === 401) return showLogin();
+  toast(err.message || String(err));
+  console.error(err);
+}
+
+function showLogin() {
+  $("#login").hidden = false;
+  $("#login-user").focus();
+}
+
+const SHORTCUTS = [
+  ["/", "k_search"],
+  ["n", "k_new"],
+  ["a", "k_assign"],
+  ["e", "k_ack"],
+  ["j / k", "k_next"],
+  ["l", "k_lang"],
+  ["Esc", "k_esc"],
+  ["?", "k_help"],
+];
+
+function renderStatic() {
+  translateStatic();
+  $("#lang").textContent = currentLang() === "id" ? "EN" : "ID";
+  $("#shortcut-list").innerHTML = SHORTCUTS.map(([k, d]) => `<dt><kbd>${k}</kbd></dt><dd>${escape(t(d))}</dd>`).join("");
+  $("#legend").innerHTML =
+    `<b>${escape(t("legend"))}</b>` +
+    Object.keys(LOOK).map((a) => `<span>${badge(a)} ${escape(t("av_" + a))}</span>`).join("") +
+    `<span class="stale">${badge("available")} ${escape(t("stale"))}</span>`;
+  setStream(probe.stream);
+  applyRole();
+}
+
+function switchLanguage() {
+  setLang(currentLang() === "id" ? "en" : "id");
+  renderStatic();
+  fillFilterOptions();
+  for (const u of units.values()) {
+    drawMarker(u);
+    drawRow(u);
+  }
+  orderList();
+  drawEmergencies();
+  drawAssignState();
+  const u = state.selected && units.get(state.selected);
+  if (u) {
+    drawDetail(u);
+    drawDevice(u.device, u);
+  }
+  if (state.incident) findNearest();
+}
+
+function tick() {
+  const now = serverNow();
+  $("#clock").textContent = wib(now);
+  for (const [id, m] of markers) {
+    const el = m.getElement();
+    const span = el && el.querySelector(".age");
+    if (span) span.textContent = fixAge(units.get(id), now);
+  }
+  for (const [id, tr] of rows) {
+    const td = tr.querySelector("td.age");
+    if (td) td.textContent = fixAge(units.get(id), now);
+  }
+}
+
+function moveSelection(step) {
+  const visible = [...$("#units tbody").children].filter((tr) => !tr.hidden);
+  if (!visible.length) return;
+  const i = visible.findIndex((tr) => tr.dataset.unit === state.selected);
+  const next = visible[(i + step + visible.length) % visible.length];
+  select(next.dataset.unit, true);
+  next.scrollIntoView({ block: "nearest" });
+}
+
+function onKey(e) {
+  const typing = e.target.closest("input, select, textarea");
+  if (e.key === "Escape") {
+    if (typing) return e.target.blur();
+    if (!$("#help").hidden) return ($("#help").hidden = true);
+    if (state.picking) {
+      state.picking = false;
+      return $("#map").classList.remove("picking");
+    }
+    return closeDetail();
+  }
+  if (typing || e.ctrlKey || e.metaKey || e.altKey || !$("#login").hidden) return;
+  const actions = {
+    "/": () => $("#search").focus(),
+    n: startPicking,
+    a: () => state.selected && assign(state.selected),
+    e: ackOldest,
+    j: () => moveSelection(1),
+    k: () => moveSelection(-1),
+    l: switchLanguage,
+    "?": () => ($("#help").hidden = !$("#help").hidden),
+  };
+  const run = actions[e.key];
+  if (run) {
+    e.preventDefault();
+    run();
+  }
+}
+
+function bindUi() {
+  document.addEventListener("keydown", onKey);
+  $("#lang").addEventListener("click", switchLanguage);
+  $("#help-button").addEventListener("click", () => ($("#help").hidden = false));
+  $("#help-close").addEventListener("click", () => ($("#help").hidden = true));
+  $("#d-close").addEventListener("click", closeDetail);
+  $("#new-incident").addEventListener("click", startPicking);
+  $("#logout").addEventListener("click", async () => {
+    await logout();
+    location.reload();
+  });
+  for (const sel of ["#search", "#f-kind", "#f-agency", "#f-avail", "#sort"]) $(sel).addEventListener("input", refilter);
+  $("#incident-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    setIncident(parseFloat($("#inc-lat").value), parseFloat($("#inc-lon").value));
+  });
+  $("#inc-kind").addEventListener("change", findNearest);
+  $("#nearest").addEventListener("click", (e) => {
+    const b = e.target.closest("[data-assign]");
+    if (b) assign(b.dataset.assign);
+  });
+  $("#emergencies").addEventListener("click", (e) => {
+    const b = e.target.closest("[data-ack]");
+    if (b) unitAction(b.dataset.ack, "ack-emergency");
+  });
+  $("#d-actions").addEventListener("click", (e) => {
+    const b = e.target.closest("[data-action]");
+    if (!b || !state.selected) return;
+    const action = b.dataset.action;
+    if (action === "assign") return assign(state.selected);
+    unitAction(state.selected, action === "ack" ? "ack-emergency" : action, {});
+  });
+  $("#d-actions").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const f = e.target;
+    if (!f.reason.value.trim()) return toast(t("reason_required"));
+    unitAction(state.selected, "status", { key: Number(f.key.value), reason: f.reason.value.trim() });
+    f.reason.value = "";
+  });
+  $("#login-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    $("#login-error").textContent = "";
+    try {
+      await login($("#login-user").value, $("#login-pass").value);
+      start();
+    } catch (err) {
+      $("#login-error").textContent = err.message;
+    }
+  });
+  // A browser starts sound only after the user has touched the page.
+  document.addEventListener("pointerdown", () => audio && audio.resume(), { once: true });
+  setInterval(tick, 1000);
+}
+
+boot().catch((err) => {
+  console.error(err);
+  toast(String(err.message || err));
+});

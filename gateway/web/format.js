@@ -1,0 +1,30 @@
+// Times in WIB (UTC+7) whatever the browser's zone; ages and distances for a glance.
+
+const WIB_OFFSET_S = 7 * 3600;
+
+// Unix seconds -> "14:02:11 WIB"
+export function wib(unixSeconds, withZone = true) {
+  if (unixSeconds == null) return "—";
+  const hms = new Date((unixSeconds + WIB_OFFSET_S) * 1000).toISOString().slice(11, 19);
+  return withZone ? `${hms} WIB` : hms;
+}
+
+// Unix seconds -> "2026-11-28 14:02 WIB" when not today (WIB), else the time alone.
+export function wibWhen(unixSeconds, nowSeconds) {
+  if (unixSeconds == null) return "—";
+  const day = (s) => new Date((s + WIB_OFFSET_S) * 1000).toISOString().slice(0, 10);
+  return day(unixSeconds) === day(nowSeconds) ? wib(unixSeconds) : `${day(unixSeconds)} ${wib(unixSeconds)}`;
+}
+
+// seconds -> "12 s", "3 m", "2 h 5 m"
+export function age(seconds) {
+  if (seconds == null || !Number.isFinite(seconds)) return "—";
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} m`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} m`;
+}
+
+export function distance(metres) {
+  return metres < 1000 ? `${Math.round(metres)} m` : `${(metres / 1000).toFixed(1)} km`;
+}

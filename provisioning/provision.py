@@ -1,0 +1,285 @@
+"""`siaga provision`: a blank board (with MicroPython) becomes a working unit.
+
+    1. check     the gateway, the broker and the board answer; the board's MicroPython
+                 is recent enough and its flash can hold the image. Nothing changes yet.
+    2. image     the firmware compiled with mpy-cross, the board definitions, config.json
+                 (identity, broker, TLS with the project CA, the password) and ca.crt
+    3. broker    the unit's credentials and ACL (dynsec: its own topics only)
+    4. copy      onto the board with mpremote, every file verified by its SHA-256
+    5. registry  the unit in the gateway's registry
+    6. reboot    and the self-test (provisioning/selftest.py)
+
+Nothing is left half-done: steps 1 and 2 change nothing; a failure in 4 or 5 undoes 3
+(the client removed if this run created it, the old password put back if the board
+had it) and leaves the board's old files (flash.py stages and verifies before it
+swaps). The registry entry is made after the copy, since the API has no delete: a run
+that fails never leaves a unit registered that has no credentials or no firmware. A
+failed self-test undoes nothing: the unit is provisioned and the checklist says what
+to look at. Secrets are never printed: the password goes only into the board's
+config.json, through a 0700 temporary folder that is removed at the end.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from gateway import cli as gateway_cli  # a module: gateway.cli imports this one
+from gateway.errors import SiagaError
+
+from . import flash, image
+from .broker_admin import BrokerAdmin, BrokerAdminError, check_unit_id
+
+BOARDS = ("esp32s3-sim7600-m8n/1", "esp32-ec25/1", "virtual")
+KINDS = ("ambulance", "fire_truck", "rescue", "police", "other")
+DATA_FILES = ("settings.json", "config.good.json", "ob")  # another identity's, on a reused board
+OK, FAIL = "✓", "✗"
+
+
+class ProvisionError(SiagaError):
+    code = "provision"
+
+
+class UnitTaken(ProvisionError):
+    code = "unit_exists"
+
+
+class Provisioner:
+    """One run of `siaga provision` (or `move`); `run()` returns True when the unit is
+    provisioned and its self-test passed."""
+
+    def __init__(
+        self,
+        unit_id,
+        port,
+        board,
+        broker_data,
+        api,
+        kind="ambulance",
+        callsign=None,
+        agency="",
+        token=None,
+        replace=False,
+        move=False,
+        broker_host=None,
+        panel=None,
+        ask=None,
+        selftest=True,
+        progress=True,
+        out=print,
+    ):
+        self.unit_id = check_unit_id(unit_id)
+        self.port = port
+        self.board = board
+        self.broker_data = Path(broker_data)
+        self.api = api.rstrip("/")
+        self.kind = kind
+        self.callsign = callsign or unit_id.upper()
+        self.agency = agency
+        self.token = token
+        self.replace = replace or move
+        self.move = move
+        self.broker_host = broker_host
+        self.panel = panel
+        self.ask = ask
+        self.selftest = selftest
+        self.progress = progress  # the copy's progress bar (on stderr)
+        self.out = out
+        self.undo = []  # (what, function), undone last first
+        self.checks = []
+
+    def step(self, n, text, mark=OK):
+        self.out(f"[{n}/6] {text} {mark}")
+
+    # the run
+    def run(self):
+        if self.board not in BOARDS:
+            raise ProvisionError(f"unknown board {self.board!r} (known: {', '.join(BOARDS)})")
+        if self.kind not in KINDS:
+            raise ProvisionError(f"unknown kind {self.kind!r} (known: {', '.join(KINDS)})")
+        work = Path(tempfile.mkdtemp(prefix="siaga-image-"))  # 0700: the password goes in here
+        try:
+            with self._admin() as admin, flash.BoardLink(self.port) as link:
+                self.admin = admin
+                facts = self._check(link)
+                files = self._image(work, facts)
+                try:
+                    self._credentials(files, facts)
+                    self._copy(link, files, facts)
+                    self._register()
+                except BaseException:
+                    self._undo()
+                    raise
+                self.step(6, f"reboot: {self.port}")
+                link.reboot()
+                return self._selftest(link)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _admin(self):
+        try:
+            return BrokerAdmin.from_data_dir(self.broker_data).connect()
+        except BrokerAdminError as e:
+            raise ProvisionError(f"step 1: the broker: {e.message}; nothing was changed") from None
+
+    def _check(self, link):
+        """Step 1: what is there already, and whether the run may go on. No changes."""
+        try:
+            registered = self._registry_entry()
+        except SiagaError as e:
+            raise ProvisionError(f"step 1: the gateway: {e.message}; nothing was changed") from None
+        has_credentials = self.admin.exists(self.unit_id)
+        if registered and has_credentials and not self.replace:
+            raise UnitTaken(
+                f"unit {self.unit_id} is already provisioned (registered, with broker credentials): "
+                "give --replace to provision it again on this board, or use `siaga move` for new "
+                "hardware; nothing was changed"
+            )
+        try:
+            board = link.check()
+        except flash.TooOld as e:
+            raise ProvisionError(f"step 1: {e.message}; nothing was changed") from None
+        old = self._board_config(link)
+        self.step(
+            1,
+            f"check: gateway {self.api}, broker {self.admin.host}:{self.admin.port}, "
+            f"board on {self.port}: MicroPython {board['version']} ({board['platform']})",
+        )
+        return {"registered": registered, "credentials": has_credentials, "board": board, "old": old}
+
+    def _registry_entry(self):
+        try:
+            return gateway_cli.http_json(f"{self.api}/api/v1/units/{self.unit_id}", token=self.token)
+        except SiagaError as e:
+            if " 404 " in e.message:
+                return None
+            raise
+
+    @staticmethod
+    def _board_config(link):
+        raw = link.read("config.json")
+        try:
+            return json.loads(raw) if raw else {}
+        except ValueError:
+            return {}
+
+    def _broker_info(self):
+        info = json.loads((self.broker_data / "broker.json").read_text())
+        return self.broker_host or info["host"], info["tls_port"], Path(info["cafile"])
+
+    def _image(self, work, facts):
+        """Step 2: the firmware image with this unit's config (password filled in at step 3)."""
+        out = image.build(work / "image")
+        host, port, cafile = self._broker_info()
+        shutil.copyfile(cafile, out / "ca.crt")
+        self.config = {
+            "unit_id": self.unit_id,
+            "board": "" if self.board == "virtual" else self.board,
+            "broker_host": host,
+            "broker_port": port,
+            "broker_tls": True,
+            "broker_ca": "ca.crt",
+        }
+        device = (facts["registered"] or {}).get("device") or {}
+        if facts["old"].get("unit_id") != self.unit_id and device.get("boot") is not None:
+            # new hardware for a known identity: its boot counter goes on from the last one
+            # the gateway saw, so (unit, boot, seq) never repeats and nothing is taken for a
+            # duplicate
+            (out / "boot.txt").write_text(str(device["boot"]))
+        files = flash.image_files(out)
+        size = sum(map(len, files.values()))
+        free = facts["board"]["free"]
+        if 0 <= free < size + flash.SLACK:
+            raise flash.NoSpace(
+                f"step 2: the board's flash has {free} bytes free, the image needs {size + flash.SLACK}; "
+                "nothing was changed"
+            )
+        self.step(
+            2,
+            f"image: {len(files)} files, {size / 1024:.0f} KB (firmware, boards, ca.crt; config.json next)",
+        )
+        return files
+
+    def _credentials(self, files, facts):
+        """Step 3: the unit's broker client; its password only into config.json."""
+        uid = self.unit_id
+        if facts["credentials"]:
+            password = self.admin.rotate(uid)
+            old = facts["old"]
+            if old.get("unit_id") == uid and old.get("mqtt_password"):
+                self.undo.append(
+                    ("the old password put back", lambda: self._set_password(old["mqtt_password"]))
+                )
+            else:
+                self.undo.append(("credentials stay rotated (the old password is not known here)", None))
+            what = "new password (the old one is refused from now on)"
+        else:
+            password = self.admin.add_unit(uid)
+            self.undo.append((f"broker client {uid} removed", lambda: self.admin.remove(uid)))
+            what = (
+                f"client {uid}, role unit-{uid}: publish siaga/{uid}/pos|status|conn, read siaga/{uid}/down"
+            )
+        files["config.json"] = json.dumps(dict(self.config, mqtt_password=password), indent=1).encode()
+        self.step(3, f"broker: {what}")
+
+    def _set_password(self, password):
+        self.admin.command({"command": "setClientPassword", "username": self.unit_id, "password": password})
+
+    def _copy(self, link, files, facts):
+        """Step 4: onto the board, verified; another identity's data removed."""
+        try:
+            link.install(files, progress=self.progress)
+        except flash.FlashError as e:
+            self.step(4, f"copy to {self.port}: {e.message}", FAIL)
+            raise
+        stale = link.remove_stale(image.SOURCE_DIRS, files)
+        if facts["old"].get("unit_id") not in (None, self.unit_id):
+            link.remove(DATA_FILES)
+        self.step(
+            4,
+            f"copy to {self.port}: {len(files)} files, each verified by SHA-256 read back"
+            + (f"; {len(stale)} old module(s) removed" if stale else ""),
+        )
+
+    def _register(self):
+        """Step 5: the registry entry (create, or update the fields given)."""
+        body = {"unit_id": self.unit_id, "kind": self.kind, "callsign": self.callsign, "agency": self.agency}
+        gateway_cli.http_json(f"{self.api}/api/v1/units", body, "POST", token=self.token)
+        self.step(5, f"registry: {self.unit_id} {self.callsign} ({self.kind})")
+
+    def _undo(self):
+        for what, fn in reversed(self.undo):
+            try:
+                if fn is not None:
+                    fn()
+                self.out(f"  undone: {what}")
+            except SiagaError as e:
+                self.out(f"  NOT undone: {what}: {e.message}")
+        self.undo.clear()
+
+    def _selftest(self, link):
+        if not self.selftest:
+            self.out("self-test skipped (--no-selftest)")
+            return True
+        from .selftest import Console, SelfTest, print_summary
+
+        test = SelfTest(
+            self.unit_id,
+            self.port,
+            self.api,
+            token=self.token,
+            panel=self.panel,
+            ask=self.ask,
+            virtual=self.board == "virtual",
+        )
+        console = Console(self.port, link.t.serial).start()  # what it printed since the reboot
+        try:
+            self.checks = test.run(console, out=self.out)
+        finally:
+            console.close()
+        return print_summary(self.checks, self.out)
+
+
+def token_from_env():
+    return os.environ.get("SIAGA_TOKEN")

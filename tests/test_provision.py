@@ -1,0 +1,250 @@
+"""`siaga provision` on real parts: a secure Mosquitto (TLS, dynsec), the gateway process,
+and a virtual board on a serial port (simulators/vboard_serial.py: the MicroPython unix
+port behind a pty, where mpremote works over the raw REPL). The whole flow: checks,
+image, credentials, copy, verify by hash, registry, reboot, self-test; and each way it
+can fail, leaving nothing half-done."""
+
+import json
+import os
+import pty
+
+import pytest
+from conftest import GatewayProcess, wait_until
+
+from gateway.cli import main as siaga
+from provisioning import flash
+from provisioning.broker_admin import BrokerAdmin
+from simulators.vboard_serial import SerialBoard
+
+
+@pytest.fixture
+def secure_gateway(secure_broker, tmp_path):
+    gw = GatewayProcess(tmp_path / "gateway", secure_broker.tls_port, extra=secure_broker.gateway_flags())
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def admin(secure_broker):
+    with BrokerAdmin.from_data_dir(secure_broker.data_dir) as a:
+        yield a
+
+
+@pytest.fixture
+def boards(tmp_path):
+    """Start virtual boards on serial ports: boards(name) -> SerialBoard (blank: the
+    REPL waits, as on a board with MicroPython and nothing else)."""
+    started = []
+
+    def start(name="b1", **kw):
+        b = SerialBoard(name, tmp_path / "boards" / name, tmp_path / "sim", seed=1, **kw).start()
+        started.append(b)
+        return b
+
+    yield start
+    for b in started:
+        b.stop()
+        print(f"--- serial of {b.unit_id}", bytes(b.serial_log[-3000:]).decode(errors="replace"), sep="\n")
+
+
+@pytest.fixture
+def provision(secure_broker, secure_gateway, tmp_path, capsys):
+    """Run `siaga provision` in this process: (exit code, stdout, stderr)."""
+
+    def run(*args):
+        argv = [*args, "--api", secure_gateway.url, "--token", secure_gateway.token, "--yes"]
+        if "--broker-data" not in args:
+            argv += ["--broker-data", str(secure_broker.data_dir)]
+        rc = siaga(argv)
+        out, err = capsys.readouterr()
+        print(out, err)  # shown when a test fails
+        return rc, out, err
+
+    yield run
+    os.environ.pop("SIAGA_TOKEN", None)
+
+
+def panel(board):
+    return f"{board.sim_dir}:{board.unit_id}"
+
+
+def flow(provision, unit_id, board, *extra):
+    return provision(
+        "provision",
+        unit_id,
+        "--kind",
+        "ambulance",
+        "--callsign",
+        "AMBULANS 77",
+        "--board",
+        "virtual",
+        "--port",
+        board.port,
+        "--panel",
+        panel(board),
+        *extra,
+    )
+
+
+def registry(gateway, unit_id):
+    status, body = gateway.get(f"/api/v1/units/{unit_id}")
+    return body if status == 200 else None
+
+
+def test_a_blank_board_becomes_a_unit_and_passes_its_self_test(
+    provision, boards, secure_gateway, admin, unit_id
+):
+    board = boards()
+    rc, out, err = flow(provision, unit_id, board)
+    assert rc == 0, err
+    for n in range(1, 7):
+        assert f"[{n}/6]" in out
+    assert "✗" not in out and "[FAIL]" not in out
+    for check in (
+        "[PASS] firmware",
+        "[PASS] broker",
+        "[PASS] gateway",
+        "[PASS] GNSS",
+        "[PASS] key 6",
+        "[PASS] LED 6",
+    ):
+        assert check in out
+    assert "[N/A ] modem" in out and "self-test: PASS" in out
+
+    config = json.loads((board.flash / "config.json").read_text())
+    assert config["unit_id"] == unit_id and config["broker_tls"] and config["broker_ca"] == "ca.crt"
+    assert config["mqtt_password"] not in out + err  # the secret is never printed
+    # every file of the image is on the flash, byte for byte; none left in staging
+    assert not (board.flash / flash.STAGING).exists()
+    assert (board.flash / "lib" / "unit.mpy").exists() and (board.flash / "ca.crt").exists()
+    # the unit is registered, has credentials, and its press was stored
+    unit = registry(secure_gateway, unit_id)
+    assert unit["callsign"] == "AMBULANS 77" and unit["device"]["reset"] == "soft"
+    assert admin.exists(unit_id)
+    keys = [s["key"] for s in secure_gateway.get(f"/api/v1/units/{unit_id}/statuses")[1]]
+    assert keys == [6]
+    assert board.state()["mode"] == "app" and board.boots == 1
+
+
+def test_a_taken_unit_id_is_refused_until_replace(provision, boards, secure_gateway, admin, unit_id):
+    board = boards()
+    assert flow(provision, unit_id, board, "--no-selftest")[0] == 0
+    old_password = json.loads((board.flash / "config.json").read_text())["mqtt_password"]
+    other = boards("b2")
+    rc, out, err = flow(provision, unit_id, other, "--no-selftest")
+    assert rc == 2 and f"unit {unit_id} is already provisioned" in err and "nothing was changed" in err
+    assert not (other.flash / "config.json").exists()
+    # --replace on the same board: rotated, and the unit comes back with the new password
+    rc, out, err = flow(provision, unit_id, board, "--replace")
+    assert rc == 0, err
+    new_password = json.loads((board.flash / "config.json").read_text())["mqtt_password"]
+    assert new_password != old_password and "self-test: PASS" in out
+
+
+def test_move_puts_the_identity_on_new_hardware_and_the_old_board_is_refused(
+    provision, boards, secure_gateway, admin, unit_id
+):
+    old = boards("old")
+    assert flow(provision, unit_id, old)[0] == 0
+    boot_before = registry(secure_gateway, unit_id)["device"]["boot"]
+    new = boards("new")
+    rc, out, err = provision(
+        "unit", "move", unit_id, "--board", "virtual", "--port", new.port, "--panel", panel(new)
+    )
+    assert rc == 0, err
+    assert "self-test: PASS" in out
+    # the old hardware still runs the old password: the broker refuses it
+    wait_until(
+        lambda: any("not authori" in line.lower() or "refused" in line.lower() for line in old.lines),
+        timeout=60,
+        what="the old board refused by the broker",
+    )
+    # the new board carries the boot counter on: (unit, boot, seq) does not repeat
+    assert registry(secure_gateway, unit_id)["device"]["boot"] > boot_before
+    assert [s["key"] for s in secure_gateway.get(f"/api/v1/units/{unit_id}/statuses")[1]] == [6, 6]
+
+
+def test_a_wrong_port_is_a_clear_error_and_changes_nothing(
+    provision, secure_gateway, admin, unit_id, tmp_path
+):
+    rc, out, err = provision("provision", unit_id, "--board", "virtual", "--port", str(tmp_path / "ttyUSB9"))
+    assert rc == 2 and "no serial port" in err
+    assert registry(secure_gateway, unit_id) is None and not admin.exists(unit_id)
+
+
+def test_a_board_that_does_not_answer_gets_the_esptool_steps(provision, secure_gateway, admin, unit_id):
+    master, slave = pty.openpty()  # a serial port with nothing behind it: a blank ESP32
+    try:
+        port = os.ttyname(slave)
+        rc, out, err = provision(
+            "provision", unit_id, "--board", "esp32s3-sim7600-m8n/1", "--port", port, "--no-selftest"
+        )
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert rc == 2 and "does not answer as MicroPython" in err
+    assert f"esptool --chip esp32s3 --port {port} erase-flash" in err
+    assert f"esptool --chip esp32s3 --port {port} write-flash -z 0 ESP32_GENERIC_S3" in err
+    assert registry(secure_gateway, unit_id) is None and not admin.exists(unit_id)
+
+
+def test_the_blank_flag_prints_the_esptool_steps(provision, unit_id):
+    rc, out, _ = provision(
+        "provision", unit_id, "--board", "esp32-ec25/1", "--port", "/dev/ttyUSB0", "--blank"
+    )
+    assert rc == 1
+    assert "esptool --chip esp32 --port /dev/ttyUSB0 write-flash -z 0x1000 ESP32_GENERIC" in out
+
+
+def test_an_unreachable_broker_changes_nothing(
+    provision, boards, secure_broker, secure_gateway, unit_id, tmp_path
+):
+    board = boards()
+    fake = tmp_path / "broker-copy"
+    fake.mkdir()
+    info = json.loads((secure_broker.data_dir / "broker.json").read_text())
+    from provisioning.mosquitto import free_port
+
+    (fake / "broker.json").write_text(json.dumps(dict(info, tls_port=free_port())))  # nobody listens
+    (fake / "admin.password").write_text((secure_broker.data_dir / "admin.password").read_text())
+    rc, out, err = provision(
+        "provision",
+        unit_id,
+        "--board",
+        "virtual",
+        "--port",
+        board.port,
+        "--broker-data",
+        str(fake),
+    )
+    assert rc == 2 and "broker" in err and "nothing was changed" in err
+    assert registry(secure_gateway, unit_id) is None
+    assert not (board.flash / "config.json").exists()
+
+
+def test_a_full_flash_undoes_the_credentials_and_keeps_the_old_files(
+    provision, boards, secure_gateway, admin, unit_id
+):
+    # a real littlefs of 24 blocks of 4 KB: 88 KB free passes the byte check, but each
+    # file takes whole blocks, and the copy runs into ENOSPC halfway
+    board = boards(flash_blocks=24)
+    with flash.BoardLink(board.port) as link:
+        link.t.fs_writefile("main.py", b"print('old firmware')\n")
+    rc, out, err = flow(provision, unit_id, board)
+    assert rc == 2 and "the board's flash is full" in err and "nothing was changed on it" in err
+    assert "undone: broker client" in out
+    assert not admin.exists(unit_id) and registry(secure_gateway, unit_id) is None
+    with flash.BoardLink(board.port) as link:
+        assert link.read("main.py") == b"print('old firmware')\n"
+        assert link.read("config.json") is None
+        assert link.run("import os\nprint(repr(sorted(os.listdir())))") == ["host", "main.py"]
+
+
+def test_a_flash_too_small_for_the_image_is_refused_before_any_change(
+    provision, boards, secure_gateway, admin, unit_id
+):
+    board = boards(flash_blocks=8)
+    rc, out, err = flow(provision, unit_id, board)
+    assert rc == 2 and "the image needs" in err and "nothing was changed" in err
+    assert not admin.exists(unit_id) and registry(secure_gateway, unit_id) is None

@@ -1,0 +1,308 @@
+"""The dispatcher's map, end to end in a real headless Chromium (Debian's, driven by
+Playwright) against a real gateway process, a real broker and virtual units running the
+firmware in MicroPython. Tiles point at a closed local port: the map must work without
+its base map, and say so."""
+
+import asyncio
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from conftest import wait_until
+from playwright.sync_api import expect, sync_playwright
+
+from gateway.process import GatewayProcess
+from provisioning.mosquitto import free_port
+
+CHROMIUM = "/usr/bin/chromium"
+PASSWORD = "rahasia-112"
+INCIDENT = (-2.2050, 113.9200)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--autoplay-policy=no-user-gesture-required"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def gateway(broker, tmp_path):
+    """The gateway with its tile source on a port where nothing listens."""
+    tiles = f"http://127.0.0.1:{free_port()}/{{z}}/{{x}}/{{y}}.png"
+    gw = GatewayProcess(tmp_path / "gateway", broker.port, extra=["--tiles-url", tiles])
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def open_map(browser, gateway):
+    """open_map(role) -> a page logged in as a new user of that role, units drawn."""
+    contexts = []
+
+    def open_(role, name=None, **context):
+        name = name or role
+        status, body = gateway.request(
+            "POST", "/api/v1/users", {"name": name, "role": role, "password": PASSWORD}
+        )
+        assert status == 201, body
+        ctx = browser.new_context(**{"viewport": {"width": 1920, "height": 1080}, **context})
+        contexts.append(ctx)
+        page = ctx.new_page()
+        page.goto(gateway.url + "/")
+        page.fill("#login-user", name)
+        page.fill("#login-pass", PASSWORD)
+        page.click("#login-form button[type=submit]")
+        page.wait_for_function("window.__siaga.ready")
+        return page
+
+    yield open_
+    for ctx in contexts:
+        ctx.close()
+
+
+def ready(gateway, vunits, unit_id, kind="ambulance", key=2):
+    gateway.register(unit_id, kind=kind)
+    unit = vunits(unit_id)
+    wait_until(lambda: gateway.unit(unit_id)["position"], what=f"{unit_id}'s first position")
+    if key is not None:
+        unit.press(key)
+        wait_until(lambda: gateway.unit(unit_id)["status"], what=f"{unit_id}'s press")
+    return unit
+
+
+def marker(page, unit_id):
+    return page.locator(f'.unit-marker[data-unit="{unit_id}"]')
+
+
+def row(page, unit_id):
+    return page.locator(f'#units tbody tr[data-unit="{unit_id}"]')
+
+
+def test_every_unit_on_the_map_and_a_press_changes_marker_and_list(gateway, vunits, open_map, unit_id):
+    a, b = unit_id + "a", unit_id + "b"
+    unit_a = ready(gateway, vunits, a, key=None)
+    ready(gateway, vunits, b, kind="fire_truck")
+    page = open_map("viewer")
+
+    expect(page.locator(".unit-marker")).to_have_count(2)
+    expect(page.locator("#units tbody tr")).to_have_count(2)
+    expect(marker(page, a)).to_have_attribute("data-availability", "out_of_service")
+    expect(marker(page, a).locator(".callsign")).to_have_text(a.upper())
+    expect(marker(page, b)).to_have_attribute("data-availability", "available")
+    expect(page.locator("#tiles-down")).to_be_visible()  # no base map, and it says so
+    expect(page.locator(".leaflet-control-scale")).to_be_visible()
+    expect(page.locator("#stream-state")).to_have_attribute("data-state", "ok")
+
+    unit_a.press(3)  # en route: busy
+    expect(marker(page, a)).to_have_attribute("data-availability", "busy", timeout=5000)
+    expect(row(page, a)).to_have_attribute("data-availability", "busy", timeout=5000)
+    expect(row(page, a).locator(".availability")).to_contain_text("Sibuk")
+    assert page.evaluate("window.__siaga.markersDrawnAt") > 0
+
+    page.select_option("#f-kind", "fire_truck")  # the filter hides a's row and marker
+    expect(page.locator(".unit-marker")).to_have_count(1)
+    expect(row(page, a)).to_be_hidden()
+    page.select_option("#f-kind", "")
+
+    callsigns = page.locator("#units tbody tr td.callsign")
+    expect(callsigns.first).to_contain_text(a.upper())  # by callsign
+    page.select_option("#sort", "availability")  # available before busy
+    expect(callsigns.first).to_contain_text(b.upper())
+
+    row(page, b).click()  # the detail: status, history, track
+    expect(page.locator("#detail")).to_be_visible()
+    expect(page.locator("#d-facts")).to_contain_text("2 Siaga di pos")
+    expect(page.locator("#d-history li")).to_have_count(1)
+    expect(page.locator("#d-device")).to_be_empty()  # a viewer sees no device health
+    expect(page.locator("path.track")).to_have_count(1)  # the last hour's track
+
+    unit_a.power_off()  # ignition off: the unit says goodbye
+    expect(marker(page, a)).to_have_attribute("data-availability", "offline", timeout=10000)
+    expect(marker(page, a)).to_have_class(re.compile(r"\bstale\b"))  # greyed and dashed
+    expect(row(page, a)).to_have_class(re.compile(r"\bstale\b"))
+    expect(marker(page, b)).to_have_class(re.compile(r"\bselected\b"))
+
+
+def test_an_emergency_raises_the_banner_until_acknowledged(gateway, vunits, open_map, unit_id):
+    unit = ready(gateway, vunits, unit_id)
+    page = open_map("dispatcher", "rina")
+    watcher = open_map("supervisor", "sari")
+    expect(page.locator("#emergencies .emergency")).to_have_count(0)
+
+    unit.press(0, long_press=True)
+    for p in (page, watcher):
+        banner = p.locator(f'#emergencies .emergency[data-unit="{unit_id}"]')
+        expect(banner).to_be_visible(timeout=10000)
+        expect(banner).to_contain_text(unit_id.upper())
+        expect(banner).to_contain_text("WIB")
+        assert p.evaluate("window.__siaga.beeping")
+    expect(marker(page, unit_id)).to_have_attribute("data-availability", "emergency")
+
+    page.click(f'#emergencies [data-ack="{unit_id}"]')
+    for p in (page, watcher):  # one dispatcher acknowledges for all
+        expect(p.locator("#emergencies .emergency")).to_have_count(0)
+        wait_until(lambda p=p: not p.evaluate("window.__siaga.beeping"), what="the alarm to stop")
+    u = gateway.unit(unit_id)
+    assert u["availability"] == "emergency" and u["emergency"]["acknowledged_by"] == "rina"
+    expect(marker(watcher, unit_id)).to_have_attribute("data-availability", "emergency")
+
+    row(watcher, unit_id).click()  # a supervisor sees the device's health
+    expect(watcher.locator("#d-facts")).to_contain_text("rina")
+    expect(watcher.locator("#d-device")).to_contain_text("virtual/1")
+
+
+def test_assign_reaches_the_unit_and_shows_the_crews_acknowledgement(gateway, vunits, open_map, unit_id):
+    unit = ready(gateway, vunits, unit_id)
+    page = open_map("dispatcher")
+    page.fill("#inc-lat", str(INCIDENT[0]))
+    page.fill("#inc-lon", str(INCIDENT[1]))
+    page.select_option("#inc-kind", "medical")
+    page.click("#incident-form button[type=submit]")
+    near = page.locator(f'#nearest li[data-unit="{unit_id}"]')
+    expect(near).to_contain_text(" m")  # its distance
+    page.click(f'#nearest [data-assign="{unit_id}"]')
+
+    state = page.locator("#assign-state")
+    expect(state).to_have_attribute("data-state", "assigned")
+    expect(marker(page, unit_id)).to_have_attribute("data-availability", "assigned")
+    wait_until(lambda: any("assigned: incident" in line for line in unit.lines), what="the unit's downlink")
+
+    unit.press(3)  # the crew acknowledges: en route
+    expect(state).to_have_attribute("data-state", "acknowledged", timeout=10000)
+    expect(marker(page, unit_id)).to_have_attribute("data-availability", "busy")
+
+
+def test_a_viewer_cannot_assign(gateway, vunits, open_map, unit_id):
+    ready(gateway, vunits, unit_id)
+    page = open_map("viewer")
+    page.fill("#inc-lat", str(INCIDENT[0]))
+    page.fill("#inc-lon", str(INCIDENT[1]))
+    page.select_option("#inc-kind", "medical")
+    page.click("#incident-form button[type=submit]")
+    expect(page.locator(f'#nearest li[data-unit="{unit_id}"]')).to_be_visible()
+    expect(page.locator("#nearest [data-assign]")).to_have_count(0)  # no button
+    row(page, unit_id).click()
+    expect(page.locator("#d-actions button")).to_have_count(0)
+
+    csrf = page.request.get(gateway.url + "/api/v1/me").json()["csrf"]  # and the API refuses
+    reply = page.request.post(
+        gateway.url + f"/api/v1/units/{unit_id}/assign",
+        data={"lat": INCIDENT[0], "lon": INCIDENT[1], "kind": "medical"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert reply.status == 403 and reply.json()["error"]["code"] == "forbidden"
+    assert gateway.unit(unit_id)["assignment"] is None
+
+
+def test_the_language_switch_times_in_wib_and_the_shortcuts(gateway, vunits, open_map, unit_id):
+    ready(gateway, vunits, unit_id)
+    page = open_map("viewer", timezone_id="America/New_York")  # a browser far from Kalimantan
+    expect(page.locator("#dispatch h2")).to_have_text("Kejadian")  # Bahasa Indonesia by default
+    expect(row(page, unit_id).locator(".availability")).to_contain_text("Siaga")
+    since = gateway.unit(unit_id)["status"]["since"]
+    row(page, unit_id).click()
+    wib = time.strftime("%H:%M:%S", time.gmtime(since + 7 * 3600))
+    expect(page.locator("#d-facts")).to_contain_text(f"{wib} WIB")
+    expect(page.locator("#clock")).to_have_text(re.compile(r"^\d\d:\d\d:\d\d WIB$"))
+
+    page.keyboard.press("Escape")
+    expect(page.locator("#detail")).to_be_hidden()
+    page.keyboard.press("?")
+    expect(page.locator("#help")).to_be_visible()
+    expect(page.locator("#shortcut-list")).to_contain_text("kejadian baru")
+    page.keyboard.press("Escape")
+    expect(page.locator("#help")).to_be_hidden()
+    page.keyboard.press("/")
+    expect(page.locator("#search")).to_be_focused()
+    page.keyboard.press("Escape")
+
+    page.click("#lang")
+    expect(page.locator("#dispatch h2")).to_have_text("Incident")
+    expect(row(page, unit_id).locator(".availability")).to_contain_text("Available")
+    expect(page.locator("#tiles-down")).to_contain_text("Base map unavailable")
+
+    page.reload()  # remembered
+    page.wait_for_function("window.__siaga.ready")
+    expect(page.locator("#dispatch h2")).to_have_text("Incident")
+    page.keyboard.press("l")  # and back by its shortcut
+    expect(page.locator("#dispatch h2")).to_have_text("Kejadian")
+
+
+def test_a_laptop_screen_shows_map_list_and_panel(gateway, vunits, open_map, unit_id):
+    ready(gateway, vunits, unit_id)
+    page = open_map("dispatcher", viewport={"width": 1366, "height": 768})
+    expect(marker(page, unit_id)).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1366  # nothing off screen
+    for part in ("#side", "#map", "#panel"):
+        box = page.locator(part).bounding_box()
+        assert box["width"] > 250 and box["x"] + box["width"] <= 1366, (part, box)
+
+    row(page, unit_id).click()  # a dispatcher sets a status, with a reason; locks are a supervisor's
+    expect(page.locator('#d-actions [data-action="lock"]')).to_have_count(0)
+    page.select_option("#d-actions select[name=key]", "6")
+    page.fill("#d-actions input[name=reason]", "oksigen habis")
+    page.click("#d-actions .status-form button")
+    expect(marker(page, unit_id)).to_have_attribute("data-availability", "out_of_service")
+    expect(page.locator("#d-facts")).to_contain_text("oksigen habis")
+    status = gateway.unit(unit_id)["status"]
+    assert status["key"] == 6 and status["source"] == "dispatcher" and status["reason"] == "oksigen habis"
+
+
+def test_without_leaflet_the_page_says_what_to_run(tmp_path, monkeypatch):
+    from gateway import config, web
+    from gateway.service import Gateway
+
+    monkeypatch.setattr(web, "LEAFLET", tmp_path / "node_modules" / "leaflet" / "dist")
+    gw = Gateway(config.resolve(None, environ={"SIAGA_DATA_DIR": str(tmp_path)}))
+    try:
+        transport = httpx.ASGITransport(app=gw.app)
+
+        async def get():
+            async with httpx.AsyncClient(transport=transport, base_url="http://map") as client:
+                return await client.get("/")
+
+        with ThreadPoolExecutor(1) as pool:  # Playwright's loop runs in this thread
+            reply = pool.submit(asyncio.run, get()).result()
+        assert reply.status_code == 503 and "make venv" in reply.text
+    finally:
+        gw.store.db.conn.close()
+
+
+def test_a_lost_stream_is_shown_and_recovers(gateway, vunits, open_map, unit_id):
+    unit = ready(gateway, vunits, unit_id)
+    page = open_map("viewer")
+    expect(page.locator("#stream-state")).to_have_attribute("data-state", "ok")
+
+    gateway.stop()
+    expect(page.locator("#stream-state")).to_have_attribute("data-state", "lost", timeout=10000)
+    expect(page.locator("#stream-state")).to_contain_text("terputus")
+    unit.press(3)  # while the page is blind
+
+    gateway.start()
+    expect(page.locator("#stream-state")).to_have_attribute("data-state", "ok", timeout=20000)
+    expect(marker(page, unit_id)).to_have_attribute("data-availability", "busy", timeout=20000)
+
+
+def test_the_page_asks_for_a_login_and_tells_a_wrong_password(browser, gateway):
+    gateway.request("POST", "/api/v1/users", {"name": "rina", "role": "dispatcher", "password": PASSWORD})
+    ctx = browser.new_context()
+    try:
+        page = ctx.new_page()
+        page.goto(gateway.url + "/")
+        expect(page.locator("#login")).to_be_visible()
+        page.fill("#login-user", "rina")
+        page.fill("#login-pass", "not-the-password")
+        page.click("#login-form button[type=submit]")
+        expect(page.locator("#login-error")).not_to_be_empty()  # the gateway's message
+        expect(page.locator("#login")).to_be_visible()
+        page.fill("#login-pass", PASSWORD)
+        page.click("#login-form button[type=submit]")
+        expect(page.locator("#login")).to_be_hidden()
+        expect(page.locator("#who")).to_have_text("rina (dispatcher)")
+    finally:
+        ctx.close()
