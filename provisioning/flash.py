@@ -243,9 +243,15 @@ class BoardLink:
         ) as bar:
             try:
                 self._stage(files, bar)
-            except OSError as e:
-                self._rmtree(STAGING)
-                if e.errno == errno.ENOSPC:
+            except (OSError, TransportError) as e:  # a full flash, a lost cable
+                try:
+                    self._rmtree(STAGING)
+                except (FlashError, OSError):
+                    raise FlashError(
+                        f"copy to the board failed ({e}); its old files are in place, "
+                        f"a partial copy may be left in {STAGING}/ (the next run removes it)"
+                    ) from None
+                if getattr(e, "errno", None) == errno.ENOSPC:
                     raise NoSpace(
                         f"the board's flash is full ({total} bytes to copy); nothing was changed on it"
                     ) from None

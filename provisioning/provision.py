@@ -133,7 +133,7 @@ class Provisioner:
         if registered and has_credentials and not self.replace:
             raise UnitTaken(
                 f"unit {self.unit_id} is already provisioned (registered, with broker credentials): "
-                "give --replace to provision it again on this board, or use `siaga move` for new "
+                "give --replace to provision it again on this board, or use `siaga unit move` for new "
                 "hardware; nothing was changed"
             )
         try:

@@ -5,7 +5,7 @@ the unit's serial console and from the gateway.
     [PASS] broker: connected over TLS to 127.0.0.1:8883
     [PASS] gateway: birth seen (boot 3, firmware 0.9.0, board virtual/1)
     [PASS] GNSS: 12 sentences in 5 s
-    [N/A ] modem: the virtual board's data path is the host's network
+    [PASS] modem: answers and registered (home), signal -73 dBm
     [PASS] key 6: press stored by the gateway (seq 4)
     [PASS] LED 6: on (the gateway's confirmation arrived)
 
@@ -181,23 +181,31 @@ class SelfTest:
         )
 
     def _gnss(self, console):
-        m = console.wait_for(r"stats: .*nmea ok (\d+) errors (\{[^}]*\}|\d+)", self.timeout)
+        m = console.wait_for(r"gnss: (\d+) sentences in 5 s", self.timeout)
         if m is None:
             yield Check("GNSS", False, "the unit reported no GNSS figures")
-            return
-        ok, errors = int(m.group(1)), sum(int(n) for n in re.findall(r"\d+", m.group(2)))
-        if ok == 0:
-            yield Check("GNSS", False, f"no NMEA sentence in 5 s ({errors} bad): check the receiver")
+        elif int(m.group(1)) == 0:
+            yield Check("GNSS", False, "no NMEA sentence in 5 s: check the receiver and its antenna lead")
         else:
-            yield Check("GNSS", True, f"{ok} sentences in 5 s, {errors} bad")
+            yield Check("GNSS", True, f"{m.group(1)} sentences in 5 s")
 
     def _modem(self, console):
-        if self.virtual:
-            yield Check("modem", None, "n/a on the virtual board: its data path is the host's network", False)
-        else:
+        """The modem answers and registers: the firmware's cellular link says "modem: up"
+        with the registration and the signal. A virtual board may have no modem (its data
+        path is the host's network): not applicable then."""
+        up = console.wait_for(r"modem: up, (\S+), (\S+) dBm", 5 if self.virtual else self.timeout)
+        if up:
+            yield Check("modem", True, f"answers and registered ({up.group(1)}), signal {up.group(2)} dBm")
+            return
+        failed = console.wait_for(r"modem: (.*); again in", 0)
+        if failed:
+            yield Check("modem", False, f"{failed.group(1)}: check the SIM card and the antenna")
+        elif self.virtual:
             yield Check(
-                "modem", None, "not checked: the modem driver is not wired into start-up yet (README)", False
+                "modem", None, "n/a: this virtual board has no modem, its data path is the host's", False
             )
+        else:
+            yield Check("modem", False, f"no answer from the modem in {self.timeout:.0f} s")
 
     def _press(self):
         if self.panel is not None:

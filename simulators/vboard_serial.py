@@ -34,10 +34,10 @@ class SerialBoard(VirtualUnit):
     """A board on a serial port (`.port`); `unit_id` names its control socket only: the
     unit's identity is whatever provisioning writes to its flash."""
 
-    def __init__(self, name, flash, sim_dir, flash_blocks=None, **kw):
+    def __init__(self, name, flash, sim_dir, lfs_blocks=None, **kw):
         kw.setdefault("flash_firmware", False)
         super().__init__(name, flash, sim_dir, **kw)
-        self.flash_blocks = flash_blocks  # a littlefs of this many 4 KB blocks, not a folder
+        self.lfs_blocks = lfs_blocks  # the whole flash a littlefs of this many 4 KB blocks
         self.mode = "off"  # "app" (main.py runs), "repl", "off"
         self.serial_log = bytearray()  # everything the board wrote to its serial port
         self._child_fd = None
@@ -56,6 +56,10 @@ class SerialBoard(VirtualUnit):
         self.gnss_fd, self._gnss_slave, gnss_path = _pty()
         self.panel_fd, self._panel_slave, panel_path = _pty()
         self._vboard = f"gnss={gnss_path},panel={panel_path}"
+        if self.flash_blocks:  # VirtualUnit's: the journal on a littlefs of its own
+            self._vboard += f",flash={self.flash / 'data.lfs'}:{self.flash_blocks}"
+        if self.modem is not None:  # a simulators.modem.ModemSimulator on a pty: the LTE modem
+            self._vboard += f",modem={self.modem.path}:{self.modem.model}"
         self._spawn("power_on")
         for target in (
             self._starter,
@@ -109,13 +113,13 @@ if os.getenv("SIAGA_RUN") == "main.py":
         text = self.LFS_BOOT % {
             "boards": str(boards),
             "image": str(self.image_path),
-            "blocks": self.flash_blocks,
+            "blocks": self.lfs_blocks,
         }
         path.write_text(text)
         return path
 
     def _has_main(self):
-        if not self.flash_blocks:
+        if not self.lfs_blocks:
             return (self.flash / "main.py").exists()
         return self._lfs_main_exists()
 
@@ -160,7 +164,7 @@ if os.getenv("SIAGA_RUN") == "main.py":
             SIAGA_VBOARD=self._vboard,
             SIAGA_RESET_CAUSE=reset_cause,
         )
-        if self.flash_blocks:  # the REPL (-i) or main.py, after the littlefs is mounted
+        if self.lfs_blocks:  # the REPL (-i) or main.py, after the littlefs is mounted
             env.update(SIAGA_RUN=args[0] if args else "", SIAGA_VBOARD=self._vboard.replace("=/", "=/host/"))
             args = [str(self._lfs_boot())] if args else ["-i", str(self._lfs_boot())]
         self.proc = subprocess.Popen(
@@ -310,8 +314,11 @@ def main(argv=None):
     p.add_argument("flash", help="the board's flash folder")
     p.add_argument("--sim-dir", default="var/sim", help="where its control socket goes")
     p.add_argument("--name", default="vboard", help="its control socket's name")
+    p.add_argument(
+        "--flash-blocks", type=int, help="a littlefs flash of this many 4 KB blocks (FLASH_DIR.lfs)"
+    )
     args = p.parse_args(argv)
-    board = SerialBoard(args.name, args.flash, args.sim_dir).start()
+    board = SerialBoard(args.name, args.flash, args.sim_dir, lfs_blocks=args.lfs_blocks).start()
     print(f"virtual board on {board.port} (flash {board.flash}); Ctrl-C to power it off", flush=True)
     try:
         board.stopped.wait()

@@ -53,9 +53,10 @@ def provision(secure_broker, secure_gateway, tmp_path, capsys):
     """Run `siaga provision` in this process: (exit code, stdout, stderr)."""
 
     def run(*args):
-        argv = [*args, "--api", secure_gateway.url, "--token", secure_gateway.token, "--yes"]
-        if "--broker-data" not in args:
-            argv += ["--broker-data", str(secure_broker.data_dir)]
+        argv = [*args, "--token", secure_gateway.token, "--yes"]
+        for flag, default in (("--api", secure_gateway.url), ("--broker-data", str(secure_broker.data_dir))):
+            if flag not in args:  # a test's own wins
+                argv += [flag, default]
         rc = siaga(argv)
         out, err = capsys.readouterr()
         print(out, err)  # shown when a test fails
@@ -228,7 +229,7 @@ def test_a_full_flash_undoes_the_credentials_and_keeps_the_old_files(
 ):
     # a real littlefs of 24 blocks of 4 KB: 88 KB free passes the byte check, but each
     # file takes whole blocks, and the copy runs into ENOSPC halfway
-    board = boards(flash_blocks=24)
+    board = boards(lfs_blocks=24)
     with flash.BoardLink(board.port) as link:
         link.t.fs_writefile("main.py", b"print('old firmware')\n")
     rc, out, err = flow(provision, unit_id, board)
@@ -244,7 +245,64 @@ def test_a_full_flash_undoes_the_credentials_and_keeps_the_old_files(
 def test_a_flash_too_small_for_the_image_is_refused_before_any_change(
     provision, boards, secure_gateway, admin, unit_id
 ):
-    board = boards(flash_blocks=8)
+    board = boards(lfs_blocks=8)
     rc, out, err = flow(provision, unit_id, board)
     assert rc == 2 and "the image needs" in err and "nothing was changed" in err
     assert not admin.exists(unit_id) and registry(secure_gateway, unit_id) is None
+
+
+def test_a_batch_goes_on_after_a_failed_unit(provision, boards, secure_gateway, admin, unit_id, tmp_path):
+    board = boards()
+    batch = tmp_path / "units.csv"
+    batch.write_text(
+        "unit_id,port,kind,callsign,board\n"
+        f"{unit_id}a,{tmp_path / 'ttyUSB9'},ambulance,AMBULANS 91,virtual\n"
+        f"{unit_id}b,{board.port},fire_truck,DAMKAR 92,virtual\n"
+    )
+    rc, out, err = provision("provision", "--batch", str(batch), "--no-selftest")
+    assert rc == 1 and "batch: 1 of 2 provisioned; failed: " + unit_id + "a" in out
+    assert "no serial port" in err
+    assert registry(secure_gateway, unit_id + "a") is None and not admin.exists(unit_id + "a")
+    assert registry(secure_gateway, unit_id + "b")["callsign"] == "DAMKAR 92" and admin.exists(unit_id + "b")
+
+
+def test_an_unreachable_gateway_changes_nothing(provision, boards, admin, unit_id):
+    from provisioning.mosquitto import free_port
+
+    board = boards()
+    rc, out, err = provision(
+        "provision",
+        unit_id,
+        "--board",
+        "virtual",
+        "--port",
+        board.port,
+        "--api",
+        f"http://127.0.0.1:{free_port()}",
+    )
+    assert rc == 2 and "the gateway" in err and "nothing was changed" in err
+    assert not admin.exists(unit_id) and not (board.flash / "config.json").exists()
+
+
+def test_an_old_micropython_is_refused_with_its_version(boards):
+    board = boards()
+    with flash.BoardLink(board.port) as link:
+        assert link.check()["version"] == ".".join(map(str, link.info()[1]))
+        with pytest.raises(
+            flash.TooOld, match=r"the board runs MicroPython 1\.\d+\.\d+; Siaga needs 99\.0\.0"
+        ):
+            link.check(minimum=(99, 0, 0))
+
+
+def test_the_self_test_checks_the_modem_when_the_board_has_one(provision, boards, unit_id):
+    from simulators.modem import ModemSimulator
+
+    modem = ModemSimulator(model="SIM7600", csq=20, operator="Telkomsel").start()
+    try:
+        # the modem driver's bytecode and TLS both take heap in the unix port (README)
+        board = boards(modem=modem, heap="192K")
+        rc, out, err = flow(provision, unit_id, board)
+    finally:
+        modem.stop()
+    assert rc == 0, err
+    assert "[PASS] modem: answers and registered (home), signal -73 dBm" in out  # CSQ 20
