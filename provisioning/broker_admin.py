@@ -3,7 +3,7 @@
 Each unit is a dynsec client named after its unit id, pinned to that MQTT client id, with
 a role of its own, `unit-<id>`:
 
-    publish    siaga/<id>/pos, siaga/<id>/status, siaga/<id>/conn
+    publish    siaga/<id>/pos, siaga/<id>/status, siaga/<id>/conn, siaga/<id>/tele
     subscribe  siaga/<id>/down  (and receive nothing else)
 
 Commands go as JSON to `$CONTROL/dynamic-security/v1` over the broker's TLS listener,
@@ -33,7 +33,7 @@ TOPIC = "$CONTROL/dynamic-security/v1"
 ADMIN = "admin"
 GATEWAY = "siaga-gateway"
 RESERVED = (ADMIN, GATEWAY)
-UPLINK = ("pos", "status", "conn")
+UPLINK = ("pos", "status", "conn", "tele")
 
 
 class BrokerAdminError(SiagaError):

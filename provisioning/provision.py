@@ -102,20 +102,35 @@ class Provisioner:
         try:
             with self._admin() as admin, flash.BoardLink(self.port) as link:
                 self.admin = admin
-                facts = self._check(link)
-                files = self._image(work, facts)
                 try:
-                    self._credentials(files, facts)
-                    self._copy(link, files, facts)
-                    self._register()
+                    self._provision(work, link)
                 except BaseException:
-                    self._undo()
+                    self._restart(link)
                     raise
                 self.step(6, f"reboot: {self.port}")
                 link.reboot()
                 return self._selftest(link)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def _provision(self, work, link):
+        facts = self._check(link)
+        files = self._image(work, facts)
+        try:
+            self._credentials(files, facts)
+            self._copy(link, files, facts)
+            self._register()
+        except BaseException:
+            self._undo()
+            raise
+
+    def _restart(self, link):
+        """After a failure the board runs what it ran before (mpremote stopped it)."""
+        try:
+            link.reboot()
+            self.out(f"  the board on {self.port} restarted on its old files")
+        except Exception:  # noqa: BLE001 (the board may be gone: the error that matters is raised)
+            pass
 
     def _admin(self):
         try:

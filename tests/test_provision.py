@@ -16,6 +16,8 @@ from provisioning import flash
 from provisioning.broker_admin import BrokerAdmin
 from simulators.vboard_serial import SerialBoard
 
+LFS_ONE_IMAGE = 48  # 4 KB blocks: the image once, with its data, but not twice
+
 
 @pytest.fixture
 def secure_gateway(secure_broker, tmp_path):
@@ -306,3 +308,23 @@ def test_the_self_test_checks_the_modem_when_the_board_has_one(provision, boards
         modem.stop()
     assert rc == 0, err
     assert "[PASS] modem: answers and registered (home), signal -73 dBm" in out  # CSQ 20
+
+
+def test_a_failed_replace_puts_the_old_password_back_and_the_unit_runs_on(
+    provision, boards, secure_gateway, admin, unit_id
+):
+    # room for one image and the unit's files, not for a second one staged beside it
+    board = boards(lfs_blocks=LFS_ONE_IMAGE)
+    assert flow(provision, unit_id, board, "--no-selftest")[0] == 0
+    boot = wait_until(lambda: (registry(secure_gateway, unit_id).get("device") or {}).get("boot") is not None)
+    first = registry(secure_gateway, unit_id)["device"]["boot"]
+    rc, out, err = flow(provision, unit_id, board, "--replace")
+    assert rc == 2 and "the board's flash is full" in err, out
+    assert "undone: the old password put back" in out and "restarted on its old files" in out
+    # the board runs its old firmware with its old password, which the broker takes again
+    wait_until(
+        lambda: (registry(secure_gateway, unit_id)["device"] or {}).get("boot") == first + 1,
+        timeout=30,
+        what="the unit back online on its old files",
+    )
+    assert boot

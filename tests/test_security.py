@@ -9,6 +9,7 @@ The HTTP API's refusal of unauthenticated calls is tested in tests/test_auth.py.
 
 import itertools
 import json
+import os
 import ssl
 import stat
 import threading
@@ -184,9 +185,9 @@ def test_a_unit_must_use_its_own_client_id(clients, admin, units, unit_id):
 def test_a_unit_cannot_publish_as_another(units, gateway_client, unit_id):
     a, b_id = units(unit_id + "a"), unit_id + "b"
     units(b_id)
-    for kind in ("pos", "status", "conn"):  # what the gateway subscribes to, and only that
+    for kind in ("pos", "status", "conn", "tele"):  # what the gateway subscribes to, and only that
         assert not gateway_client.subscribe(f"siaga/+/{kind}").is_failure
-    for kind in ("pos", "status", "conn"):
+    for kind in ("pos", "status", "conn", "tele"):
         a.publish(f"siaga/{b_id}/{kind}", b"forged")
     a.publish(f"siaga/{unit_id}a/status", b"own")  # after the forged ones, on the same link
     wait_until(lambda: gateway_client.received(f"siaga/{unit_id}a/status"), what="the unit's own status")
@@ -209,7 +210,7 @@ def test_a_unit_cannot_read_another_units_downlink(units, gateway_client, unit_i
 
 
 def test_the_gateway_reads_uplinks_and_writes_downlinks_only(gateway_client):
-    for topic in ("siaga/+/pos", "siaga/+/status", "siaga/+/conn"):
+    for topic in ("siaga/+/pos", "siaga/+/status", "siaga/+/conn", "siaga/+/tele"):
         assert not gateway_client.subscribe(topic).is_failure, topic
     for topic in ("#", "siaga/#", "siaga/+/down", "$CONTROL/dynamic-security/#"):
         assert gateway_client.subscribe(topic).is_failure, topic
@@ -322,6 +323,7 @@ def test_a_unit_over_tls_with_its_credentials_reaches_the_gateway(
             broker=("127.0.0.1", secure_broker.tls_port),
             password=admin.add_unit(unit_id),
             ca=secure_broker.ca.ca_cert,
+            heap=os.environ.get("SIAGA_TLS_HEAP", "128K"),
         )
         config = json.loads((unit.flash / "config.json").read_text())
         assert config["broker_tls"] is True and config["broker_ca"] == "ca.crt"

@@ -13,7 +13,7 @@ from feedback import Feedback
 from fixfilter import FixFilter
 from flashstate import next_boot
 from keys import Keypad
-from mqtt import MQTTClient
+from mqtt import MQTTClient, tls_context
 from nmea import NMEADecoder
 from outbox import Outbox, sending, status_payload
 from reporter import ReportPolicy
@@ -39,6 +39,12 @@ class Unit:
         self.fixes = FixFilter(cfg)  # the last trusted fix
         self.policy = ReportPolicy(cfg)
         self.last_report_ms = time.ticks_ms()
+        self.tls = None  # the TLS context, made first, while the heap is still in one piece
+        if cfg["broker_tls"] and cfg["broker_ca"]:
+            try:
+                self.tls = tls_context(cfg["broker_ca"])
+            except (OSError, ValueError) as e:  # no link then, and the link says why
+                log("tls: %s" % (e,))
         self.storage = board.storage()
         self.outbox = Outbox(self.storage + "/ob", cfg["outbox_max_bytes"], cfg["outbox_status_cap"], log).open()
         self.cell = board.cellular(cfg, log)  # the LTE link; None: the host's network
@@ -336,7 +342,7 @@ class Unit:
             cfg["keepalive_s"],
             clean=False,
             will=will,
-            ssl=cfg["broker_ca"] if cfg["broker_tls"] else None,  # no CA: no link (fails closed)
+            ssl=(self.tls or cfg["broker_ca"]) if cfg["broker_tls"] else None,  # no CA: no link
             server_hostname=cfg["broker_hostname"],
         )
 
