@@ -128,7 +128,7 @@ print(repr((sys.implementation.name, tuple(sys.implementation.version[:3]), sys.
 class BoardLink:
     """The raw REPL of the board on `port`: `with BoardLink(port) as b: b.install(files)`."""
 
-    def __init__(self, port, timeout=5.0):
+    def __init__(self, port, timeout=10.0):  # mpremote's own; a loaded host boots slowly
         self.port = port
         self.timeout = timeout
         self.t = None
@@ -309,10 +309,14 @@ class BoardLink:
         for p in paths:
             self._rmtree(p)
 
-    def reboot(self):
+    def reboot(self, timeout=10.0):
         """A soft reset from the friendly REPL: main.py starts (on the virtual board the
-        unix port's process ends and the board boots again)."""
+        unix port's process ends and the board boots again). Returns once the board says
+        "soft reboot" (what is sent before that is lost with the old REPL); False if it
+        did not say so in `timeout` s."""
         self.t.exit_raw_repl()
         time.sleep(0.1)
         self.t.serial.write(b"\x04")
         self.t.serial.flush()
+        said = self.t.read_until(1, b"soft reboot", timeout_overall=timeout)
+        return said.endswith(b"soft reboot")

@@ -233,7 +233,8 @@ class Provisioner:
             password = self.admin.add_unit(uid)
             self.undo.append((f"broker client {uid} removed", lambda: self.admin.remove(uid)))
             what = (
-                f"client {uid}, role unit-{uid}: publish siaga/{uid}/pos|status|conn, read siaga/{uid}/down"
+                f"client {uid}, role unit-{uid}: publish siaga/{uid}/pos|status|conn|tele,"
+                f" read siaga/{uid}/down"
             )
         files["config.json"] = json.dumps(dict(self.config, mqtt_password=password), indent=1).encode()
         self.step(3, f"broker: {what}")

@@ -204,17 +204,17 @@ if os.getenv("SIAGA_RUN") == "main.py":
             if self.mode == "app":  # the firmware's console; not the REPL's traffic
                 line = self._console_lines(line + data)
         proc.wait()
-        os.close(fd)
-        with self._lock:
+        with self._lock:  # one step, so input never finds the board between two processes
+            if self._child_fd == fd:
+                self._child_fd = None
+            os.close(fd)
             if proc is not self.proc or self.stopped.is_set() or self._stopping:
                 return
-            was = self.mode
-            self.mode = "off"
-        if was == "repl":
-            self._to_serial(b"soft reboot\r\n")
-            self._spawn("soft")
-        else:
-            self._run([], "repl", "soft")
+            if self.mode == "repl":
+                self._to_serial(b"soft reboot\r\n")
+                self._spawn("soft")
+            else:
+                self._run([], "repl", "soft")
 
     def _console_lines(self, buf):
         *lines, rest = buf.split(b"\n")
@@ -233,10 +233,13 @@ if os.getenv("SIAGA_RUN") == "main.py":
 
     def _flush_pending(self):
         with self._lock:
-            data, self._pending = self._pending, b""
-            fd = self._child_fd
-        if data:
-            os.write(fd, data)
+            if not self._pending or self._child_fd is None:
+                return
+            try:
+                os.write(self._child_fd, self._pending)
+                self._pending = b""
+            except OSError:  # the process is going: its successor gets it
+                pass
 
     def _serial_in(self):
         """What the host sends to the board: Ctrl-C interrupts main.py; the REPL gets

@@ -4,8 +4,8 @@ the gateway in the unit's telemetry. No network, no link: a unit whose registrat
 denied stays off the broker, says why, and comes online once the network lets it in."""
 
 import pytest
-
 from conftest import wait_until
+
 from simulators.modem import ModemSimulator
 
 FAST = {"telemetry_s": 2, "modem_poll_s": 1, "register_s": 3}

@@ -46,7 +46,9 @@ class Unit:
             except (OSError, ValueError) as e:  # no link then, and the link says why
                 log("tls: %s" % (e,))
         self.storage = board.storage()
-        self.outbox = Outbox(self.storage + "/ob", cfg["outbox_max_bytes"], cfg["outbox_status_cap"], log).open()
+        self.outbox = Outbox(
+            self.storage + "/ob", cfg["outbox_max_bytes"], cfg["outbox_status_cap"], log
+        ).open()
         self.cell = board.cellular(cfg, log)  # the LTE link; None: the host's network
         self.started_ms = time.ticks_ms()
         self.tele_at = None  # ticks of the last telemetry sent
