@@ -55,7 +55,7 @@ def press_delays(unit, link, n, gap):
     delays, start = [], [len(link.packets)]
     for i in range(n):
         t = time.time() + 0.05  # the press counts once debounced (50 ms)
-        unit.press((3, 4)[i % 2], hold_s=0.06)
+        unit.press((3, 4)[i % 2], hold_s=0.15)  # a crew's press (a 60 ms tap can miss a poll)
         sent = wait_until(lambda t=t: status_sent_after(link, t, start), 10, 0.01, "the status on the wire")
         delays.append((sent - t) * 1000)
         time.sleep(gap)
