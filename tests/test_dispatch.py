@@ -40,7 +40,9 @@ def test_nearest_assign_acknowledge_and_response_times(gateway, vunits, unit_id)
     assert status == 200 and body["unit"]["availability"] == "assigned"
     assert body["unit"]["assignment"]["acknowledged"] is False
     wait_until(lambda: any("assigned: incident" in line for line in unit.lines), what="the downlink")
-    assert any(line == "B 1" for _, line in unit.panel_log)  # the buzzer called the crew
+    wait_until(  # the buzzer called the crew (the panel's lines are read by a thread of their own)
+        lambda: any(line == "B 1" for _, line in unit.panel_log), what="the buzzer"
+    )
 
     for key in (3, 4, 7, 8):
         time.sleep(1.1)  # presses a second apart, so every interval is measurable
