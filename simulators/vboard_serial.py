@@ -53,13 +53,7 @@ class SerialBoard(VirtualUnit):
         self.flash.mkdir(parents=True, exist_ok=True)  # with a littlefs: the process's cwd only
         self.sim_dir.mkdir(parents=True, exist_ok=True)
         self.serial_fd, self._serial_slave, self.port = _pty()
-        self.gnss_fd, self._gnss_slave, gnss_path = _pty()
-        self.panel_fd, self._panel_slave, panel_path = _pty()
-        self._vboard = f"gnss={gnss_path},panel={panel_path}"
-        if self.flash_blocks:  # VirtualUnit's: the journal on a littlefs of its own
-            self._vboard += f",flash={self.flash / 'data.lfs'}:{self.flash_blocks}"
-        if self.modem is not None:  # a simulators.modem.ModemSimulator on a pty: the LTE modem
-            self._vboard += f",modem={self.modem.path}:{self.modem.model}"
+        self._open_hardware()
         self._spawn("power_on")
         for target in (
             self._starter,
@@ -87,18 +81,13 @@ import os, sys, vfs
 sys.path.insert(0, %(boards)r)
 import vflash
 sys.path.pop(0)
-dev = vflash.FileBlocks(%(image)r, %(blocks)d)
-try:
-    fs = vfs.VfsLfs2(dev)
-except OSError:
-    vfs.VfsLfs2.mkfs(dev)
-    fs = vfs.VfsLfs2(dev)
+fs = vflash.littlefs(%(image)r, %(blocks)d)
 vfs.umount("/")
 vfs.mount(fs, "/")
 vfs.mount(vfs.VfsPosix("/"), "/host")
 os.chdir("/")
 sys.path[0] = ""
-del dev, fs, vflash
+del fs, vflash
 if os.getenv("SIAGA_RUN") == "main.py":
     exec(open("main.py").read(), {"__name__": "__main__"})
 """

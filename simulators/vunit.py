@@ -145,18 +145,23 @@ class VirtualUnit:
         if self.flash_firmware:
             image.build(self.flash)  # as if flashed: main.py, lib/*.mpy, boards/*.mpy
         self.sim_dir.mkdir(parents=True, exist_ok=True)
-        # The slave ends stay open here too: a pty whose slave is closed reads EIO.
-        self.gnss_fd, self._gnss_slave, gnss_path = _pty()
-        self.panel_fd, self._panel_slave, panel_path = _pty()
-        self._vboard = f"gnss={gnss_path},panel={panel_path}"
-        if self.flash_blocks:
-            self._vboard += f",flash={self.flash / 'data.lfs'}:{self.flash_blocks}"
-        if self.modem is not None:
-            self._vboard += f",modem={self.modem.path}:{self.modem.model}"
+        self._open_hardware()
         self._spawn("power_on")
         for target in (self._feed_gnss, self._read_panel, self._serve_control, self._watchdog):
             threading.Thread(target=target, daemon=True, name=f"{self.unit_id}-{target.__name__}").start()
         return self
+
+    def _open_hardware(self):
+        """The GNSS receiver's and the panel's ptys, and what the virtual board is told of
+        its hardware (SIAGA_VBOARD: firmware/boards/virtual.py)."""
+        # The slave ends stay open here too: a pty whose slave is closed reads EIO.
+        self.gnss_fd, self._gnss_slave, gnss_path = _pty()
+        self.panel_fd, self._panel_slave, panel_path = _pty()
+        self._vboard = f"gnss={gnss_path},panel={panel_path}"
+        if self.flash_blocks:  # the journal on a littlefs of its own
+            self._vboard += f",flash={self.flash / 'data.lfs'}:{self.flash_blocks}"
+        if self.modem is not None:  # a simulators.modem.ModemSimulator on a pty: the LTE modem
+            self._vboard += f",modem={self.modem.path}:{self.modem.model}"
 
     def _spawn(self, reset_cause):
         """Start the firmware, as at power-on or after a reset of the given cause."""

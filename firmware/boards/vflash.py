@@ -45,15 +45,19 @@ class FileBlocks:
         return 0
 
 
-def mount(path, count, where="/data", size=4096):
-    """Mount the littlefs on the block file at `path` (formatted on first use); returns
-    the mount point."""
+def littlefs(path, count, size=4096):
+    """The littlefs on the block file at `path`, formatted on first use."""
     dev = FileBlocks(path, count, size)
     try:
-        vfs.mount(vfs.VfsLfs2(dev), where)
+        return vfs.VfsLfs2(dev)
     except OSError:
         vfs.VfsLfs2.mkfs(dev)
-        vfs.mount(vfs.VfsLfs2(dev), where)
+        return vfs.VfsLfs2(dev)
+
+
+def mount(path, count, where="/data", size=4096):
+    """Mount the littlefs on the block file at `path`; returns the mount point."""
+    vfs.mount(littlefs(path, count, size), where)
     return where
 
 

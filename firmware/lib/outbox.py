@@ -252,7 +252,8 @@ class Outbox:
         the positions of the oldest segment that has any (the whole segment when it holds
         no waiting status). Statuses are never dropped here. True if room was made."""
         before = self.size()
-        self._acks and self.flush()
+        if self._acks:
+            self.flush()
         if self.size() < before:
             return True
         for seg in self.segments:

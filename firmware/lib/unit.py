@@ -51,7 +51,6 @@ class Unit:
         ).open()
         self.cell = board.cellular(cfg, log)  # the LTE link; None: the host's network
         self.started_ms = time.ticks_ms()
-        self.tele_at = None  # ticks of the last telemetry sent
         self.wake = asyncio.Event()
         self.retry_now = asyncio.Event()
         self.link_up = False
@@ -287,7 +286,7 @@ class Unit:
     async def sender(self, client):
         self.outbox.rewind()  # whatever was in flight when the last link died goes again
         self.sent_at = {}  # and so do presses the gateway has not confirmed
-        self.tele_at = None
+        self.tele_at = None  # ticks of the last telemetry: none yet in this session
         while True:
             self.beat("link")
             if self._heartbeat_due():
