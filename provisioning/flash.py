@@ -230,6 +230,12 @@ class BoardLink:
 
     def install(self, files, out=None, progress=True):
         """Copy `files` ({path: bytes}) to the board, verify, and put them in place."""
+        self.stage(files, out, progress)
+        return self.put_in_place(files)
+
+    def stage(self, files, out=None, progress=True):
+        """Copy `files` ({path: bytes}) into the staging folder and verify them there.
+        The board still runs its old files; `discard()` or `put_in_place()` next."""
         total = sum(map(len, files.values()))
         self._rmtree(STAGING)  # what a failed run before this one left
         with tqdm(
@@ -257,7 +263,20 @@ class BoardLink:
                     ) from None
                 raise FlashError(f"copy to the board failed ({e}); nothing was changed on it") from None
         self.verify({f"{STAGING}/{p}": d for p, d in files.items()}, staged=True)
-        self._swap(files)
+
+    def discard(self):
+        """Forget a staged image: the board keeps its old files."""
+        self._rmtree(STAGING)
+
+    def put_in_place(self, files):
+        """Rename the staged files over the old ones and verify them in place."""
+        try:
+            self._swap(files)
+        except TransportError as e:
+            raise FlashError(
+                f"putting the files in place failed ({str(e).strip()[-200:]}); the board may hold "
+                "a mix of old and new files: run the command again"
+            ) from None
         return self.verify(files)
 
     def _stage(self, files, bar):

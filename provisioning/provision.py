@@ -11,9 +11,13 @@
 
 Nothing is left half-done: steps 1 and 2 change nothing; a failure in 4 or 5 undoes 3
 (the client removed if this run created it, the old password put back if the board
-had it) and leaves the board's old files (flash.py stages and verifies before it
-swaps). The registry entry is made after the copy, since the API has no delete: a run
-that fails never leaves a unit registered that has no credentials or no firmware. A
+had it) and leaves the board's old files: step 4 copies into a staging folder on the
+board and verifies it there, and the staged files are put in place (a rename each,
+atomic on littlefs) only once the registry has taken the unit in step 5; a failure
+before that discards the staging folder. The registry entry is made after the copy,
+since the API has no delete: a run that fails never leaves a unit registered that has
+no credentials or no firmware, nor a board whose config names credentials that were
+undone. A
 failed self-test undoes nothing: the unit is provisioned and the checklist says what
 to look at. Secrets are never printed: the password goes only into the board's
 config.json, through a 0700 temporary folder that is removed at the end.
@@ -118,8 +122,9 @@ class Provisioner:
         files = self._image(work, facts)
         try:
             self._credentials(files, facts)
-            self._copy(link, files, facts)
+            self._copy(link, files)
             self._register()
+            self._put_in_place(link, files, facts)
         except BaseException:
             self._undo()
             raise
@@ -242,27 +247,38 @@ class Provisioner:
     def _set_password(self, password):
         self.admin.command({"command": "setClientPassword", "username": self.unit_id, "password": password})
 
-    def _copy(self, link, files, facts):
-        """Step 4: onto the board, verified; another identity's data removed."""
+    def _copy(self, link, files):
+        """Step 4: into the board's staging folder, verified there; the board still runs
+        its old files."""
         try:
-            link.install(files, progress=self.progress)
+            link.stage(files, progress=self.progress)
         except flash.FlashError as e:
             self.step(4, f"copy to {self.port}: {e.message}", FAIL)
             raise
-        stale = link.remove_stale(image.SOURCE_DIRS, files)
-        if facts["old"].get("unit_id") not in (None, self.unit_id):
-            link.remove(DATA_FILES)
-        self.step(
-            4,
-            f"copy to {self.port}: {len(files)} files, each verified by SHA-256 read back"
-            + (f"; {len(stale)} old module(s) removed" if stale else ""),
-        )
+        self.undo.append(("the copy discarded: the board keeps its old files", link.discard))
+        self.step(4, f"copy to {self.port}: {len(files)} files, each verified by SHA-256 read back")
 
     def _register(self):
         """Step 5: the registry entry (create, or update the fields given)."""
         body = {"unit_id": self.unit_id, "kind": self.kind, "callsign": self.callsign, "agency": self.agency}
-        gateway_cli.http_json(f"{self.api}/api/v1/units", body, "POST", token=self.token)
+        try:
+            gateway_cli.http_json(f"{self.api}/api/v1/units", body, "POST", token=self.token)
+        except SiagaError as e:
+            self.step(5, f"registry: {e.message}", FAIL)
+            raise
         self.step(5, f"registry: {self.unit_id} {self.callsign} ({self.kind})")
+
+    def _put_in_place(self, link, files, facts):
+        """The staged image over the old files, verified again; another identity's data
+        and modules the image no longer has removed."""
+        link.put_in_place(files)
+        stale = link.remove_stale(image.SOURCE_DIRS, files)
+        if facts["old"].get("unit_id") not in (None, self.unit_id):
+            link.remove(DATA_FILES)
+        self.out(
+            f"  files in place on {self.port}, verified again"
+            + (f"; {len(stale)} old module(s) removed" if stale else "")
+        )
 
     def _undo(self):
         for what, fn in reversed(self.undo):

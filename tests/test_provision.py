@@ -12,6 +12,7 @@ import pytest
 from conftest import GatewayProcess, wait_until
 
 from gateway.cli import main as siaga
+from gateway.process import make_token
 from provisioning import flash
 from provisioning.broker_admin import BrokerAdmin
 from simulators.vboard_serial import SerialBoard
@@ -57,8 +58,12 @@ def provision(secure_broker, secure_gateway, tmp_path, capsys):
     """Run `siaga provision` in this process: (exit code, stdout, stderr)."""
 
     def run(*args):
-        argv = [*args, "--token", secure_gateway.token, "--yes"]
-        for flag, default in (("--api", secure_gateway.url), ("--broker-data", str(secure_broker.data_dir))):
+        argv = [*args, "--yes"]
+        for flag, default in (
+            ("--api", secure_gateway.url),
+            ("--broker-data", str(secure_broker.data_dir)),
+            ("--token", secure_gateway.token),
+        ):
             if flag not in args:  # a test's own wins
                 argv += [flag, default]
         rc = siaga(argv)
@@ -244,6 +249,28 @@ def test_a_full_flash_undoes_the_credentials_and_keeps_the_old_files(
         assert link.read("main.py") == b"print('old firmware')\n"
         assert link.read("config.json") is None
         assert link.run("import os\nprint(repr(sorted(os.listdir())))") == ["host", "main.py"]
+
+
+def test_a_refused_registry_entry_undoes_the_credentials_and_keeps_the_old_files(
+    provision, boards, secure_gateway, admin, unit_id
+):
+    # the copy has gone through and been verified, then the gateway refuses the unit (a
+    # viewer's token reads the registry but may not change it): the board must not be
+    # left with a config whose broker login was just undone
+    board = boards()
+    with flash.BoardLink(board.port) as link:
+        link.t.fs_writefile("main.py", b"print('old firmware')\n")
+    viewer = make_token(secure_gateway.data_dir, "viewer", "wallboard")
+    rc, out, err = flow(provision, unit_id, board, "--token", viewer)
+    assert rc == 2 and "needs the" in err and "you are a viewer" in err, err
+    assert "[4/6] copy" in out and "✓" in out.split("[4/6]")[1].splitlines()[0]
+    assert "[5/6] registry" in out and "✗" in out.split("[5/6]")[1].splitlines()[0]
+    assert "undone: the copy discarded" in out and "undone: broker client" in out
+    assert not admin.exists(unit_id) and registry(secure_gateway, unit_id) is None
+    with flash.BoardLink(board.port) as link:
+        assert link.read("main.py") == b"print('old firmware')\n"
+        assert link.read("config.json") is None
+        assert link.run("import os\nprint(repr(sorted(os.listdir())))") == ["main.py"]  # no staging
 
 
 def test_a_flash_too_small_for_the_image_is_refused_before_any_change(
