@@ -148,6 +148,11 @@ def register(api, spec):
     return http_json(f"{api}/api/v1/units", spec.registration(), "POST")
 
 
+def supply_volts(rng):
+    """A vehicle's supply: most engines running (13.6-14.4 V), some parked (12.3-12.7 V)."""
+    return round(rng.uniform(13.6, 14.4) if rng.random() < 0.7 else rng.uniform(12.3, 12.7), 1)
+
+
 class Fleet:
     def __init__(self, specs, data_dir, broker, crews=True, seed=112, echo=False):
         self.specs = specs
@@ -169,6 +174,7 @@ class Fleet:
                 start_xy=(spec.home.x, spec.home.y),
                 seed=self.rng.random(),
                 echo=self.echo,
+                supply_v=supply_volts(self.rng),
             ).start()
             self.units[spec.unit_id] = unit
             if self.crews:

@@ -7,7 +7,7 @@ import random
 
 from provisioning.provision import Provisioner
 
-from .fleet import Crew, Fleet
+from .fleet import Crew, Fleet, supply_volts
 from .vboard_serial import SerialBoard
 
 
@@ -28,6 +28,7 @@ class ProvisionedFleet(Fleet):
             start_xy=(spec.home.x, spec.home.y),
             seed=self.rng.random(),
             echo=self.echo,
+            supply_v=supply_volts(self.rng),
         ).start()
 
     def _provision(self, spec, board):

@@ -71,6 +71,7 @@ class SerialBoard(VirtualUnit):
         """Boot: main.py when the flash has one, else the REPL."""
         app = self._has_main()
         self._run(["main.py"] if app else [], "app" if app else "repl", reset_cause)
+        self._tell_supply()
 
     # A littlefs flash: the unix port mounts it as its root before the REPL or main.py
     # runs (LFS_BOOT below), so what mpremote writes lands on a real littlefs of a real

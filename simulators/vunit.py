@@ -93,9 +93,11 @@ class VirtualUnit:
         ca=None,
         flash_blocks=None,
         modem=None,
+        supply_v=None,
     ):
         """`password` and `ca` (the project CA's certificate, copied to the flash as
-        ca.crt): the unit logs in as itself over TLS, as a provisioned unit does."""
+        ca.crt): the unit logs in as itself over TLS, as a provisioned unit does.
+        `supply_v`: the vehicle's supply voltage the board measures (None: it cannot)."""
         self.unit_id = unit_id
         self.password = password
         self.ca = ca
@@ -109,6 +111,7 @@ class VirtualUnit:
         self.watchdog_s = watchdog_s
         self.flash_blocks = flash_blocks  # the journal on a littlefs of this many 4 KB blocks
         self.modem = modem  # a started simulators.modem.ModemSimulator: the unit's LTE modem
+        self.supply_v = supply_v
         self.resets = 0
         self.rng = random.Random(seed)
         self.mover = Mover(*start_xy, t=time.time(), rng=self.rng)
@@ -184,6 +187,16 @@ class VirtualUnit:
         threading.Thread(
             target=self._read_console, args=(self.proc,), daemon=True, name=f"{self.unit_id}-console"
         ).start()
+        self._tell_supply()
+
+    def _tell_supply(self):
+        if self.supply_v is not None:  # the pty keeps it until the board reads its panel
+            self.set_supply(self.supply_v)
+
+    def set_supply(self, volts):
+        """The vehicle's supply voltage now, as the board's ADC would see it."""
+        self.supply_v = volts
+        self._panel_write(f"V {volts:.1f}\n")
 
     def _watchdog(self):
         """The board's hardware watchdog: not fed for `watchdog_s`, it resets the unit."""
@@ -289,6 +302,9 @@ class VirtualUnit:
             return dict(self.state(), console=self.lines[-int(req.get("lines", 20)) :])
         if cmd == "hang":  # fault injection: a task hangs (busy) or stops (stall)
             self._panel_write(f"H {req.get('how', 'stall')}\n")
+            return {"ok": True}
+        if cmd == "supply":
+            self.set_supply(float(req["volts"]))
             return {"ok": True}
         if cmd == "gnss":
             self.receiver.fix = bool(req.get("fix", True))

@@ -39,17 +39,25 @@ CHIPS = {
         "reserved": set(range(6, 12)) | {1, 3},  # SPI flash; UART0 console
         "input_only": set(range(34, 40)),
         "strapping": {0, 2, 5, 12, 15},
+        "adc1": set(range(32, 40)),
+        "adc2": {0, 2, 4, 12, 13, 14, 15, 25, 26, 27},
+        "jtag_strap": set(),
     },
     "esp32s3": {
         "gpios": set(range(0, 22)) | set(range(26, 49)),
         "reserved": set(range(26, 33)) | {19, 20, 43, 44},  # flash bus; USB; UART0 console
         "input_only": set(),
         "strapping": {0, 3, 45, 46},
+        "adc1": set(range(1, 11)),
+        "adc2": set(range(11, 21)),
+        # read at reset only when the JTAG-select eFuse is burned (S3 TRM, strapping
+        # pins): usable as an output
+        "jtag_strap": {3},
     },
 }
 REQUIRED = [f"key_{n}" for n in range(10)] + [f"led_{n}" for n in range(10)]
 REQUIRED += ["modem_tx", "modem_rx", "modem_pwrkey", "modem_reset", "gnss_tx", "gnss_rx"]
-REQUIRED += ["buzzer", "ignition_sense", "status_led"]
+REQUIRED += ["buzzer", "ignition_sense", "supply_sense", "status_led"]
 
 
 def reserved(board):
@@ -177,6 +185,12 @@ def test_gpios_suit_the_chip(name):
             assert not signal.startswith("key_"), f"{signal}: GPIO {loc} has no pull-up"
         if loc in chip["strapping"]:
             assert how == "out", f"{signal}: GPIO {loc} is a strapping pin"
+            assert loc in chip["jtag_strap"], f"{signal}: GPIO {loc} is sampled at every reset"
+        if signal.endswith("_sense") and signal != "ignition_sense":
+            # an analogue input; on the classic ESP32 ADC2 only works with Wi-Fi off,
+            # which a unit (data over LTE) always has; on the S3 only ADC1 is trusted
+            adc = chip["adc1"] | (chip["adc2"] if board.chip == "esp32" else set())
+            assert loc in adc, f"{signal}: GPIO {loc} has no usable ADC channel"
 
 
 @pytest.mark.parametrize("name", sorted(boards.BOARDS))
@@ -275,6 +289,19 @@ class I2C:
             buf[i] = I2C.regs.get((addr, reg + i), 0xFF)
 
 
+class ADC:
+    ATTN_11DB = 3
+    uv = {}  # GPIO -> microvolts at the pin
+    made = {}  # GPIO -> attenuation
+
+    def __init__(self, pin, atten=None):
+        self.n = pin.n
+        ADC.made[self.n] = atten
+
+    def read_uv(self):
+        return ADC.uv.get(self.n, 0)
+
+
 class WDT:
     def __init__(self, timeout=0):
         self.timeout, self.fed = timeout, 0
@@ -354,6 +381,12 @@ def common(board):
     m.levels[p['ignition_sense']] = 0
     check(board.ignition_on(), 'ignition on: input low')
     check(board.rtc_time() > 1e9, 'Unix seconds')
+    s = p['supply_sense']
+    check(m.ADC.made[s] == m.ADC.ATTN_11DB, 'supply ADC at 11 dB')
+    m.ADC.uv[s] = 804255  # 12.6 V through 220 kΩ over 15 kΩ
+    check(board.supply_volts() == 12.6, 'supply 12.6 V: %r' % board.supply_volts())
+    m.ADC.uv[s] = 1787234  # 28.0 V
+    check(board.supply_volts() == 28.0, 'supply 28.0 V: %r' % board.supply_volts())
     leds_and_buzzer(board)
 
 

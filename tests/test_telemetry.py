@@ -40,6 +40,24 @@ def test_signal_and_registration_reach_the_technician(gateway, vunits, unit_id, 
     assert any("modem: up" in line for line in unit.lines)
 
 
+def test_the_vehicle_supply_voltage_reaches_the_technician(gateway, vunits, unit_id):
+    # the board's ADC reading of the vehicle supply (boards/esp32.py: supply_volts) goes
+    # out in each telemetry message; a battery running down shows in the next one
+    gateway.register(unit_id, kind="ambulance")
+    unit = vunits(unit_id, config={"telemetry_s": 2}, supply_v=13.9)
+    wait_until(lambda: telemetry(gateway, unit_id).get("supply_v") == 13.9, 30, 0.5, "13.9 V reported")
+    unit.set_supply(11.2)  # engine off, lights on, for an hour
+    wait_until(lambda: telemetry(gateway, unit_id).get("supply_v") == 11.2, 30, 0.5, "11.2 V reported")
+    assert "rssi" not in telemetry(gateway, unit_id)  # the virtual board has no modem here
+
+
+def test_a_board_that_cannot_measure_its_supply_leaves_the_field_out(gateway, vunits, unit_id):
+    gateway.register(unit_id, kind="ambulance")
+    vunits(unit_id, config={"telemetry_s": 2})
+    tele = wait_until(lambda: telemetry(gateway, unit_id) or None, 30, 0.5, "telemetry")
+    assert tele["heap_free"] > 0 and "supply_v" not in tele
+
+
 def test_no_link_while_registration_is_denied_then_online(gateway, vunits, unit_id, modem):
     modem.reg = "denied"
     gateway.register(unit_id, kind="fire_truck")

@@ -28,6 +28,11 @@ class Board:
     def reset_cause(self):
         return "unknown"
 
+    def supply_volts(self):
+        """The vehicle's supply (battery) voltage in volts, one decimal; None when the
+        board cannot measure it."""
+        return None
+
     def cellular(self, cfg, log=print):
         """The LTE link (lib/cellular.py) on this board's modem; None: no modem, the
         host's network is the data path."""

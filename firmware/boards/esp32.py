@@ -37,6 +37,7 @@ DIRECTIONS = {
     "hc595_latch": "out",
     "buzzer": "out",
     "ignition_sense": "in",  # low while the ignition is on (optocoupler)
+    "supply_sense": "in",  # ADC: the vehicle supply through a divider (supply_divider)
     "status_led": "out",
 }
 
@@ -101,6 +102,11 @@ class ESP32Board(Board):
     expander_cache_ms = 5  # one I2C read serves all keys polled within this time
     refresh_ms = 5000  # rewrite expander setup and LED chain (after a glitch or brown-out)
     gnss_rxbuf = 1024
+    # supply_sense sees the vehicle supply through 220 kΩ over 15 kΩ: volts = pin volts
+    # × (220 + 15) / 15. Read at 11 dB attenuation (about 0.15-2.45 V on the ESP32 with
+    # its eFuse calibration: 2.3-38 V at the input), averaged over supply_samples.
+    supply_divider = 235 / 15
+    supply_samples = 8
 
     def __init__(self):
         self.io_errors = 0  # failed I2C transfers with the key expander
@@ -119,6 +125,7 @@ class ESP32Board(Board):
         self._leds = [self._led_output(n) for n in range(KEYS)]
         self._buzzer = self._setup_buzzer()
         self._ignition = self._gpio("ignition_sense", "in")
+        self._supply = self._setup_adc("supply_sense")
         self._status = self._gpio("status_led", "out")
 
     # pins
@@ -133,6 +140,14 @@ class ESP32Board(Board):
         if how == "out":
             return Pin(n, Pin.OUT, value=0)
         return Pin(n, Pin.IN, Pin.PULL_UP if pull else None)
+
+    def _setup_adc(self, signal):
+        n = self.pins.get(signal)
+        if n is None:
+            return None
+        from machine import ADC, Pin
+
+        return ADC(Pin(n), atten=ADC.ATTN_11DB)
 
     def _hold_modem_lines(self):
         # PWRKEY and RESET released, DTR low (modem awake) until the modem driver acts
@@ -303,6 +318,14 @@ class ESP32Board(Board):
     def ignition_on(self):
         """True while the vehicle's ignition is on (the optocoupler pulls the input low)."""
         return self._ignition is not None and self._ignition.value() == 0
+
+    def supply_volts(self):
+        if self._supply is None:
+            return None
+        uv = 0
+        for _ in range(self.supply_samples):
+            uv += self._supply.read_uv()  # calibrated by the chip's eFuse
+        return round(uv / self.supply_samples * self.supply_divider / 1e6, 1)
 
     def rtc_time(self):
         # not battery-backed: counts from 1970 after power-on until something sets it

@@ -53,5 +53,6 @@ class ESP32EC25_R1(ESP32Board):
         "led_9": "hc595.9",
         "buzzer": 13,
         "ignition_sense": 39,
+        "supply_sense": 14,
         "status_led": 4,
     }

@@ -20,7 +20,7 @@ class ESP32S3SIM7600M8N_R1(ESP32Board):
         "modem_rx": 18,
         "modem_pwrkey": 16,
         "modem_reset": 15,
-        "modem_dtr": 7,
+        "modem_dtr": 3,
         "modem_ri": 6,
         "gnss_tx": 5,
         "gnss_rx": 4,
@@ -50,5 +50,6 @@ class ESP32S3SIM7600M8N_R1(ESP32Board):
         "led_9": "hc595.9",
         "buzzer": 41,
         "ignition_sense": 42,
+        "supply_sense": 7,
         "status_led": 48,
     }

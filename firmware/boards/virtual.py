@@ -4,6 +4,7 @@
 #   panel  the crew panel, one line per event
 #          in:  "K <key> <1|0>"  key down / up (raw: may bounce)
 #               "P 0"            ignition off: shut down cleanly
+#               "V <volts>"      the vehicle's supply voltage now (e.g. "V 13.8")
 #               "H busy"|"H stall"  fault injection: the event loop spins for ever, or
 #                                the keys task stops (to prove the watchdog)
 #          out: "L <key> <off|on|blink|error>"  a key's LED
@@ -41,6 +42,7 @@ class VirtualBoard(Board):
         self._gnss_path = paths.get("gnss")
         self._panel_path = paths.get("panel")
         self._keys = {}
+        self._supply = None  # volts, once the simulator says
         self._panel_out = open(self._panel_path, "wb") if self._panel_path else None
 
     def gnss_stream(self):
@@ -63,6 +65,9 @@ class VirtualBoard(Board):
 
     def rtc_time(self):
         return time.time()
+
+    def supply_volts(self):
+        return self._supply
 
     def cellular(self, cfg, log=print):
         spec = _paths().get("modem")
@@ -91,6 +96,8 @@ class VirtualBoard(Board):
         parts = line.split()
         if len(parts) == 3 and parts[0] == b"K":
             self._keys[int(parts[1])] = parts[2] == b"1"
+        elif len(parts) == 2 and parts[0] == b"V":
+            self._supply = round(float(parts[1]), 1)
         elif parts == [b"P", b"0"]:
             unit.shutdown()
         elif parts == [b"H", b"busy"]:

@@ -322,6 +322,9 @@ class Unit:
             fields["flash_free"] = st[0] * st[3]
         except OSError:
             pass
+        volts = self.board.supply_volts()
+        if volts is not None:
+            fields["supply_v"] = volts
         if self.cell is not None:
             fields.update(self.cell.info())
         return wire.encode_json("tele", self.boot, self.next_seq(), **fields)
