@@ -5,6 +5,7 @@ the unit's serial console and from the gateway.
     [PASS] broker: connected over TLS to 127.0.0.1:8883
     [PASS] gateway: birth seen (boot 3, firmware 0.9.0, board virtual/1)
     [PASS] GNSS: 12 sentences in 5 s
+    [PASS] supply: 13.8 V
     [PASS] modem: answers and registered (home), signal -73 dBm
     [PASS] key 6: press stored by the gateway (seq 4)
     [PASS] LED 6: on (the gateway's confirmation arrived)
@@ -24,6 +25,7 @@ import serial
 from gateway import cli as gateway_cli  # a module: gateway.cli imports this one
 
 TEST_KEY = 6  # "Tidak siaga / out of service": what a unit on the bench is
+SUPPLY_RANGE = (9.0, 32.0)  # volts a unit runs on (hardware/README.md: 12 and 24 V vehicles)
 
 
 class Check:
@@ -126,6 +128,7 @@ class SelfTest:
                 self._broker,
                 self._gateway,
                 self._gnss,
+                self._supply,
                 self._modem,
                 self._key_and_led,
             ):
@@ -188,6 +191,25 @@ class SelfTest:
             yield Check("GNSS", False, "no NMEA sentence in 5 s: check the receiver and its antenna lead")
         else:
             yield Check("GNSS", True, f"{m.group(1)} sentences in 5 s")
+
+    def _supply(self, console):
+        """The board's reading of its supply, within what the unit runs on (9-32 V, the
+        12 and 24 V vehicle range): a reading outside it means a wrong divider or a bad
+        solder joint, since the unit is running. A board that cannot measure: n/a."""
+        m = console.wait_for(r"supply: (\S+) V", 5)
+        if m is None or m.group(1) == "None":
+            yield Check("supply", None, "n/a: the board does not measure its supply voltage", False)
+            return
+        volts = float(m.group(1))
+        if SUPPLY_RANGE[0] <= volts <= SUPPLY_RANGE[1]:
+            yield Check("supply", True, f"{volts:.1f} V")
+        else:
+            yield Check(
+                "supply",
+                False,
+                f"{volts:.1f} V, outside {SUPPLY_RANGE[0]}-{SUPPLY_RANGE[1]} V while the unit runs: "
+                "check the supply divider (220 kΩ / 15 kΩ) and its solder joints",
+            )
 
     def _modem(self, console):
         """The modem answers and registers: the firmware's cellular link says "modem: up"

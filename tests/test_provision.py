@@ -121,6 +121,7 @@ def test_a_blank_board_becomes_a_unit_and_passes_its_self_test(
     ):
         assert check in out
     assert "[N/A ] modem" in out and "self-test: PASS" in out
+    assert "[N/A ] supply: n/a: the board does not measure its supply voltage" in out
 
     config = json.loads((board.flash / "config.json").read_text())
     assert config["unit_id"] == unit_id and config["broker_tls"] and config["broker_ca"] == "ca.crt"
@@ -331,12 +332,21 @@ def test_the_self_test_checks_the_modem_when_the_board_has_one(provision, boards
     modem = ModemSimulator(model="SIM7600", csq=20, operator="Telkomsel").start()
     try:
         # the modem driver's bytecode and TLS both take heap in the unix port (README)
-        board = boards(modem=modem, heap="192K")
+        board = boards(modem=modem, heap="192K", supply_v=27.6)  # a 24 V fire truck, charging
         rc, out, err = flow(provision, unit_id, board)
     finally:
         modem.stop()
     assert rc == 0, err
     assert "[PASS] modem: answers and registered (home), signal -73 dBm" in out  # CSQ 20
+    assert "[PASS] supply: 27.6 V" in out
+
+
+def test_a_supply_reading_the_unit_cannot_run_on_fails_the_self_test(provision, boards, unit_id):
+    board = boards(supply_v=3.1)  # e.g. the 15 kΩ fitted where the 220 kΩ belongs
+    rc, out, err = flow(provision, unit_id, board)
+    assert rc == 1
+    assert "[FAIL] supply: 3.1 V, outside 9.0-32.0 V while the unit runs" in out
+    assert "self-test: FAIL (supply)" in out
 
 
 def test_a_failed_replace_puts_the_old_password_back_and_the_unit_runs_on(

@@ -186,6 +186,7 @@ class Unit:
                 self.log_stats()
             elif n == 5:  # read by the technician's self-test (provisioning/selftest.py)
                 self.log("gnss: %d sentences in 5 s" % self.gnss.sentences)
+                self.log("supply: %s V" % self.board.supply_volts())
 
     def log_stats(self):
         self.log(
