@@ -108,6 +108,8 @@ class ModemSimulator:
         self.tcp_mode = 0  # SIM7600 AT+CIPMODE
         self.net_open = False
         self.sock = None
+        self.tcp_up = self.tcp_down = 0  # bytes piped to and from TCP sockets
+        self.tcp_opened = 0  # TCP connections opened on the modem's own stack
         self._due = []  # URCs to send after the current command's final OK
         self._line = bytearray()
         self._last_rx = 0.0
@@ -252,7 +254,12 @@ class ModemSimulator:
             return
         pending, self._plus, self._escape_at = b"+" * self._plus, 0, None
         if self.sock is not None:
-            self.sock.sendall(pending + bytes([byte]))
+            data = pending + bytes([byte])
+            self.tcp_up += len(data)
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                pass  # the peer is gone: _from_socket sees it and ends the call
 
     def _tick(self, now):
         if (
@@ -270,6 +277,7 @@ class ModemSimulator:
         except OSError:
             data = b""
         if data:
+            self.tcp_down += len(data)
             self._out(data)
             return
         self._close_socket()
@@ -494,6 +502,7 @@ class ModemSimulator:
         except OSError:
             return [], "CONNECT FAIL" if self.model == "SIM7600" else "ERROR"
         self.call, self.mode = "tcp", "data"
+        self.tcp_opened += 1
         return [], "CONNECT 115200" if self.model == "SIM7600" else "CONNECT"
 
     def tcp_close(self, args):

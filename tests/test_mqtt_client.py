@@ -632,3 +632,20 @@ def test_downlink_redelivered_with_dup_is_acked_again_and_an_oversized_one_dropp
     messages = [s["payload"] for s in run.steps if s["step"] == "message"]
     assert messages == ['{"_type": "ack", "seq": 3}'] * 2  # the DUP delivered too
     run.finish()
+
+
+def test_bytes_that_are_no_mqtt_drop_the_link_at_once(scripted, scenario, topics):
+    # a modem's result codes in its transparent data stream after the network went
+    # (data_path modem_tcp): MQTT 3.1.1 §4.8, a protocol violation closes the connection
+    def answer(conn, seen):
+        if seen is not None and seen.kind == 8:
+            return suback(seen.pid) + b"\r\nNO CARRIER\r\n\r\n+CEREG: 0\r\n"
+        return obliging(conn, seen)
+
+    broker = scripted(answer)
+    run = scenario("garbage", port=broker.port, **topics)
+    lost = run.expect("lost", timeout=5)
+    assert lost["error"] == "protocol violation: packet 0x0d from the broker", lost
+    assert lost["ms"] < 1000 and lost["errors"] == 1
+    assert not [s for s in run.steps if s["step"] == "message"]
+    run.finish()

@@ -45,6 +45,11 @@ DEFAULTS = {
     "apn_password": "",
     "register_s": 120,  # how long the modem may take to register before it is restarted
     "modem_poll_s": 30,  # signal and registration polled this often
+    # "": the board's data path (PPP over the modem on the ESP32; the host's network in the
+    # unix port). "modem_tcp": MQTT over a TCP connection on the modem's own stack
+    # (transparent mode), for modems or firmware without PPP; plain MQTT only, so for a
+    # private APN (the unit refuses it with broker_tls on).
+    "data_path": "",
 }
 for _tunables in (reporter.TUNABLES, fixfilter.TUNABLES):
     for _key in _tunables:
@@ -66,7 +71,11 @@ LOCAL_ONLY = (
     "apn",
     "apn_user",
     "apn_password",
+    "data_path",
 )
+
+
+DATA_PATHS = ("", "modem_tcp")
 
 
 def check(values, pushed=False):
@@ -82,6 +91,8 @@ def check(values, pushed=False):
         v = values[k]
         if type(v) is not want and not (want is float and type(v) is int):
             raise ValueError("%s must be %s" % (k, want.__name__))
+    if values.get("data_path", "") not in DATA_PATHS:
+        raise ValueError("data_path must be one of " + ", ".join(repr(p) for p in DATA_PATHS))
 
 
 def _read(path):

@@ -245,6 +245,7 @@ class ATModem:
         self._unsupported = []
         self._pin = None
         self._dial = None  # what to redial after a loss: ("ppp", handoff) or ("tcp", host, port)
+        self._redial = True  # False: the TCP connection's owner opens it again itself
         self._pending = None
         self._waiter = None  # [prefix, line, Event]: a URC a command waits for
         self._partial = b""
@@ -647,9 +648,11 @@ class ATModem:
         self._dial = ("ppp", handoff)
         return result
 
-    async def open_tcp(self, host, port):
+    async def open_tcp(self, host, port, redial=True):
         """A TCP connection on the modem's own stack, transparent mode: returns the
-        (reader, writer) pair, which carries the connection's bytes until `hangup()`."""
+        (reader, writer) pair, which carries the connection's bytes until `hangup()`.
+        redial=False: after a network loss supervise() re-registers but does not open the
+        connection again (its owner, e.g. an MQTT client, does that)."""
         _check_text(host, "host", 128)
         if not isinstance(port, int) or not 0 < port < 65536:
             raise ValueError("bad port")
@@ -661,6 +664,7 @@ class ATModem:
         await self._request(cmd, cmd + "\r", self.dial_ms, kind="handoff")
         self.state = "data"
         self._dial = ("tcp", host, port)
+        self._redial = redial
         return self._reader, self._writer
 
     async def _leave_data(self):
@@ -761,7 +765,10 @@ class ATModem:
             await self._leave_data()
         await self.register(register_ms)
         if self._dial is not None and self._dial[0] == "tcp":
-            await self.open_tcp(self._dial[1], self._dial[2])
+            if self._redial:
+                await self.open_tcp(self._dial[1], self._dial[2])
+            else:
+                self._dial = None
         elif self._dial is not None:
             await self.connect_data(self._dial[1])
 

@@ -24,6 +24,22 @@ class MQTTError(OSError):
     pass
 
 
+def _from_broker(header, body):
+    """Whether a packet is one a broker may send in a session, well formed enough to
+    read: PUBLISH (QoS 0 or 1, its topic inside it), PUBACK, SUBACK, UNSUBACK, PINGRESP
+    with their fixed flags. Anything else is a broken stream (a modem's result codes,
+    say), and the link is dropped rather than read on."""
+    kind = header & 0xF0
+    if kind == 0x30:
+        n = len(body)
+        return header & 0x06 != 0x06 and n >= 2 and 2 + (body[0] << 8 | body[1]) <= n
+    if kind == 0x40 or kind == 0xB0:
+        return header == kind and len(body) == 2
+    if kind == 0x90:
+        return header == 0x90 and len(body) >= 3
+    return header == 0xD0 and not body
+
+
 def _varlen(n):
     out = bytearray()
     while True:
@@ -79,6 +95,7 @@ class MQTTClient:
         will=None,
         ssl=None,
         server_hostname=None,
+        transport=None,
     ):
         self.client_id = client_id
         self.host = host
@@ -90,11 +107,16 @@ class MQTTClient:
         self.will = will  # (topic, payload, qos, retain) or None; read at each connect()
         self.ssl = ssl  # None, an SSL context, or the CA file's path ("": no CA, no link)
         self.server_hostname = server_hostname or None  # the name to verify: default host
+        # None: the host's sockets (asyncio.open_connection). Else an object with
+        # `async open(host, port) -> (reader, writer)` and `close()`: the modem's own TCP
+        # stack (cellular.py). TLS is not available over it.
+        self.transport = transport
         self.on_message = None  # callback(topic, payload)
         self.session_present = False
         self.discards = 0  # in-flight messages dropped from the resend list (it was full)
         self.oversize = 0  # incoming messages dropped for being over max_packet
         self.resent = 0  # in-flight messages sent again after a reconnect
+        self.protocol_errors = 0  # links dropped for bytes that were no MQTT
         self._reader = self._writer = None
         self._busy = False  # a packet is being written
         self._pid = 0
@@ -190,7 +212,11 @@ class MQTTClient:
 
     async def _open(self):
         ssl = self.ssl
-        if ssl is None:
+        if self.transport is not None:
+            if ssl is not None:
+                raise MQTTError("TLS is not available over the modem's own TCP stack (data_path modem_tcp)")
+            self._reader, self._writer = await self.transport.open(self.host, self.port)
+        elif ssl is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         else:
             if ssl is True:  # asyncio's own context would not verify the broker
@@ -222,7 +248,9 @@ class MQTTClient:
         messages stay for the next connect()."""
         w = self._writer
         self._reader = self._writer = None
-        if w is not None:
+        if w is not None and self.transport is not None:
+            self.transport.close()  # the modem's UART stays open; its connection ends
+        elif w is not None:
             try:
                 w.close()
                 w.s.close()  # MicroPython's Stream.close() leaves the socket open
@@ -295,6 +323,9 @@ class MQTTClient:
             while True:
                 header, body, whole = await self._read_packet()
                 kind = header & 0xF0
+                if not _from_broker(header, body):  # MQTT 3.1.1 §4.8: close the connection
+                    self.protocol_errors += 1
+                    raise MQTTError("protocol violation: packet 0x%02x from the broker" % header)
                 if kind == 0x30:  # PUBLISH
                     pos = 2 + struct.unpack_from(">H", body, 0)[0]
                     pid = body[pos : pos + 2] if header & 0x06 else None

@@ -349,6 +349,7 @@ class Unit:
             will=will,
             ssl=(self.tls or cfg["broker_ca"]) if cfg["broker_tls"] else None,  # no CA: no link
             server_hostname=cfg["broker_hostname"],
+            transport=self.cell if self.cell is not None and self.cell.tcp else None,
         )
 
     async def _session(self):

@@ -236,6 +236,15 @@ async def downlink():
     await c.disconnect()
 
 
+async def garbage():
+    """Bytes that are no MQTT after a good start (a modem's "NO CARRIER" in the stream):
+    the link is dropped at once, nothing is delivered."""
+    c = make()
+    s = await until_up(c)
+    t0 = time.ticks_ms()
+    emit("lost", error=await s.end(), ms=time.ticks_diff(time.ticks_ms(), t0), errors=c.protocol_errors)
+
+
 async def main():
     try:
         await globals()[sys.argv[1]]()
