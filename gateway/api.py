@@ -5,6 +5,7 @@ Every error leaves as one JSON body: {"error": {"code": ..., "message": ...}}.
 
 import asyncio
 import json
+import math
 import time
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -13,10 +14,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from . import __version__, api_dispatch, api_reports, auth, protocol, store, web
+from . import __version__, api_dispatch, api_reports, auth, availability, protocol, store, web
 from .errors import ApiError, BadRequest, NotFound
 
 KINDS = ("ambulance", "fire_truck", "rescue", "police", "other")
+REGISTRY_POLL_S = 2.0  # how often a quiet live stream looks for units decommissioned or enabled
 
 
 class UnitIn(BaseModel):
@@ -37,6 +39,41 @@ class SettingsIn(BaseModel):
 def user_of():
     """Who acts: the logged-in user or the API token's name (gateway/auth.py)."""
     return Depends(auth.acting_user)
+
+
+class Decommissioned:
+    """Which units are decommissioned (store.decommissioned), read again from the
+    database at most every `max_age` s, or now when asked for `fresh`: the live streams
+    ask at every event, an API call wants what is true now."""
+
+    def __init__(self, reader, max_age=1.0):
+        self.reader = reader
+        self.max_age = max_age
+        self.units, self.read_at = {}, -math.inf
+
+    def __call__(self, fresh=False):
+        if fresh or time.monotonic() - self.read_at >= self.max_age:
+            self.units = store.decommissioned(self.reader)
+            self.read_at = time.monotonic()
+        return self.units
+
+
+def with_registry(row, view, gone):
+    """A unit as the API shows it: its registry entry, its view, and whether it is
+    decommissioned (`gone`: unit -> when)."""
+    out = {
+        "unit_id": row["unit_id"],
+        "callsign": row.get("callsign"),
+        "kind": row.get("kind"),
+        "agency": row.get("agency"),
+        "status_scheme": row.get("status_scheme") or "default",
+        **{k: v for k, v in view.items() if k != "unit_id"},
+    }
+    return availability.decommissioned(out, gone.get(row["unit_id"]))
+
+
+def sse(unit):
+    return f"event: unit\ndata: {json.dumps(unit)}\n\n"
 
 
 def error_body(status, code, message):
@@ -72,16 +109,12 @@ def create_app(gw):
     )
     _install_errors(app)
     reader = gw.store.reader()
+    decommissioned = Decommissioned(reader)
 
-    def unit_json(row, now=None):
+    def unit_json(row, now=None, gone=None):
+        """`gone`: decommissioned units, when the caller has read them for many units."""
         view = gw.pipeline.view(row["unit_id"], gw.clock() if now is None else now)
-        return {
-            "unit_id": row["unit_id"],
-            "callsign": row["callsign"],
-            "kind": row["kind"],
-            "agency": row["agency"],
-            **{k: v for k, v in view.items() if k != "unit_id"},
-        }
+        return with_registry(row, view, decommissioned(fresh=True) if gone is None else gone)
 
     def registered(unit_id):
         row = gw.pipeline.registry.get(unit_id) or gw.store.unit(unit_id)
@@ -90,7 +123,7 @@ def create_app(gw):
         return row
 
     app.include_router(auth.router(guard))
-    app.include_router(api_dispatch.router(gw, registered, unit_json, user_of))
+    app.include_router(api_dispatch.router(gw, registered, unit_json, user_of, decommissioned))
     app.include_router(api_reports.router(gw, registered, reader))
 
     @app.get("/api/v1/health")
@@ -108,7 +141,8 @@ def create_app(gw):
     @app.get("/api/v1/units")
     def units(kind: str | None = None, availability: str | None = None):
         rows = sorted(gw.pipeline.registry.values(), key=lambda r: r["unit_id"])
-        out = [unit_json(r) for r in rows if kind in (None, r["kind"])]
+        gone = decommissioned(fresh=True)
+        out = [unit_json(r, gone=gone) for r in rows if kind in (None, r["kind"])]
         return [u for u in out if availability in (None, u["availability"])]
 
     @app.post("/api/v1/units", status_code=201)
@@ -156,20 +190,37 @@ def create_app(gw):
     async def stream(request: Request):
         sub = gw.hub.subscribe()
 
+        def registry_changes(before, after):
+            """Units decommissioned or enabled since `before`: `siaga unit` does it from
+            its own process, so no event of the pipeline's says so."""
+            changed = sorted(u for u in before.keys() | after.keys() if before.get(u) != after.get(u))
+            rows = (gw.pipeline.registry.get(u) for u in changed)
+            return [sse(unit_json(row, gone=after)) for row in rows if row]
+
         async def events():
             checked = time.monotonic()
+            gone = decommissioned()
             try:
                 yield "retry: 1000\n\n"
                 while True:
                     try:
-                        view = await asyncio.wait_for(sub.queue.get(), guard.recheck_s)
+                        wait = min(guard.recheck_s, REGISTRY_POLL_S)
+                        view = await asyncio.wait_for(sub.queue.get(), wait)
                     except TimeoutError:
                         view = None
                     if time.monotonic() - checked >= guard.recheck_s:
                         if not await asyncio.to_thread(guard.still_valid, request):
                             return  # the session ended or the token was revoked
                         checked = time.monotonic()
-                    yield ": keep-alive\n\n" if view is None else f"event: unit\ndata: {json.dumps(view)}\n\n"
+                    if decommissioned() is not gone:
+                        before, gone = gone, decommissioned()
+                        for event in registry_changes(before, gone):
+                            yield event
+                    if view is None:
+                        yield ": keep-alive\n\n"
+                    else:
+                        row = gw.pipeline.registry.get(view["unit_id"]) or {"unit_id": view["unit_id"]}
+                        yield sse(with_registry(row, view, gone))
             finally:
                 gw.hub.unsubscribe(sub)
 

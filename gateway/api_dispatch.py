@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from . import availability
-from .errors import BadRequest
+from .errors import BadRequest, Conflict
 from .pipeline import Action
 
 # The kinds of incident, and the kinds of unit that fit each, best first.
@@ -36,7 +36,12 @@ class ReasonIn(BaseModel):
     reason: str = Field("", max_length=500)
 
 
-def router(gw, registered, unit_json, user_of):
+def wib(ts):
+    return time.strftime("%Y-%m-%d %H:%M WIB", time.gmtime(ts + 7 * 3600))
+
+
+def router(gw, registered, unit_json, user_of, decommissioned):
+    """`decommissioned(fresh=True)`: unit -> when it was decommissioned (api.Decommissioned)."""
     r = APIRouter(prefix="/api/v1")
 
     def run(unit_id, action, user, **kw):
@@ -46,7 +51,16 @@ def router(gw, registered, unit_json, user_of):
 
     @r.post("/units/{unit_id}/assign")
     def assign(unit_id: str, body: AssignIn, user: str = user_of()):
-        """Assign the unit to an incident; it is `assigned` until its crew presses 3."""
+        """Assign the unit to an incident; it is `assigned` until its crew presses 3. A
+        decommissioned unit cannot be assigned (409, `decommissioned`)."""
+        registered(unit_id)
+        at = decommissioned(fresh=True).get(unit_id)
+        if at is not None:
+            raise Conflict(
+                f"{unit_id} is decommissioned (since {wib(at)}): it cannot be assigned;"
+                f" `siaga unit enable {unit_id}` puts it back in service",
+                "decommissioned",
+            )
         return run(unit_id, "assign", user, incident=body.model_dump())
 
     @r.post("/units/{unit_id}/release")
@@ -98,10 +112,11 @@ def router(gw, registered, unit_json, user_of):
         kinds = (kind,) if kind else INCIDENT_KINDS.get(incident_kind or "other")
         now = time.time()
         out = []
+        gone = decommissioned(fresh=True)  # out of service, never offered (availability.decommissioned)
         for row in gw.pipeline.registry.values():
             if row["kind"] not in kinds:
                 continue
-            u = unit_json(row, now)
+            u = unit_json(row, now, gone)
             if u["availability"] != "available" or u["position"] is None:
                 continue
             pos = u["position"]

@@ -431,6 +431,16 @@ def view(state, now, limits, scheme, home=None):
     }
 
 
+def decommissioned(view, at):
+    """A unit's view with the registry's word on it: `at` is when it was decommissioned
+    (`siaga unit decommission`), None while it is in service. A decommissioned unit is
+    out of service whatever its last events said, so it is never offered as available;
+    `decommissioned_at` says why, and that it will not come back by itself."""
+    if at is None:
+        return dict(view, decommissioned_at=None)
+    return dict(view, availability="out_of_service", decommissioned_at=at)
+
+
 # the state as JSON (for the store)
 
 

@@ -6,7 +6,8 @@
     ├── ConfigError        a setting is missing or invalid
     └── ApiError           an HTTP request that cannot be served
         ├── BadRequest     400: a parameter is wrong
-        └── NotFound       404: no such unit (or other resource)
+        ├── NotFound       404: no such unit (or other resource)
+        └── Conflict       409: the unit's state forbids it (e.g. it is decommissioned)
 
 The CLI turns a SiagaError into a message and exit code 2; the HTTP API into one JSON
 body `{"error": {"code": ..., "message": ...}}` with the ApiError's status.
@@ -47,3 +48,8 @@ class BadRequest(ApiError):
 class NotFound(ApiError):
     status = 404
     code = "not_found"
+
+
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"

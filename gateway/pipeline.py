@@ -111,7 +111,7 @@ class Pipeline:
             msg, evs = self._decode(item)
         except (ProtocolError, Rejected) as err:
             self._refuse(item, err)
-            return
+            return False
         if msg.kind == "pos":
             fixes.setdefault(msg.unit, []).extend(evs)  # folded once per batch, below
         else:
@@ -119,7 +119,7 @@ class Pipeline:
         down = self._store(msg, item, positions)
         if down:
             out.downlinks.append(down)
-        self.accepted += 1
+        return True
 
     # dispatcher actions
     def _action(self, act, touched, out):
@@ -142,18 +142,20 @@ class Pipeline:
 
     def handle(self, items, now):
         out, touched, positions, fixes = Outcome(), set(), [], {}
+        accepted = 0
         with self.store.atomic():
             for item in items:
                 if isinstance(item, Action):
                     self._action(item, touched, out)
-                else:
-                    self._message(item, touched, out, positions, fixes)
+                elif self._message(item, touched, out, positions, fixes):
+                    accepted += 1
             for unit_id, evs in fixes.items():
                 self._fold(unit_id, availability.deciding_fixes(evs), touched)
             if positions:
                 self.store.add_position_rows(positions)
             if touched:
                 self.store.save_states([self.states[u] for u in touched])
+        self.accepted += accepted  # committed: what health reports as accepted is stored
         self._publish(touched, now, out)
         for item in items:
             if isinstance(item, Action):

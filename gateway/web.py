@@ -42,11 +42,14 @@ def mount(app, gw):
     @r.get("/api/v1/map-config")
     def map_config():
         """Where the map's tiles come from (a gateway setting), their attribution, and
-        the default status scheme's labels."""
+        the status schemes' labels by name (a unit's `status_scheme` names its own);
+        `statuses` is the default scheme's, as before there were others."""
+        schemes = {name: _statuses(scheme) for name, scheme in gw.pipeline.schemes.items()}
         return {
             "tiles_url": gw.settings.get("tiles_url", ""),
             "tiles_attribution": gw.settings.get("tiles_attribution", ""),
-            "statuses": _statuses(gw.pipeline.schemes["default"]),
+            "statuses": schemes["default"],
+            "schemes": schemes,
         }
 
     @r.get("/vendor/leaflet/{path:path}", include_in_schema=False)

@@ -20,3 +20,16 @@ def test_openapi_is_published(gateway):
 def test_health(gateway):
     status, body = gateway.get("/api/v1/health")
     assert status == 200 and body["status"] == "ok" and body["mqtt_connected"] is True
+
+
+def test_a_unit_says_its_status_scheme_and_whether_it_is_decommissioned(gateway):
+    gateway.register("amb-78")
+    unit = gateway.unit("amb-78")
+    assert unit["status_scheme"] == "default" and unit["decommissioned_at"] is None
+    listed = [u for u in gateway.get("/api/v1/units")[1] if u["unit_id"] == "amb-78"]
+    assert listed[0]["status_scheme"] == "default" and listed[0]["decommissioned_at"] is None
+    status, config = gateway.get("/api/v1/map-config")
+    assert status == 200 and list(config["schemes"]) == ["default"]
+    assert config["schemes"]["default"] == config["statuses"]
+    settable = [s["key"] for s in config["schemes"]["default"] if s["settable"]]
+    assert settable == [1, 2, 3, 4, 6, 7, 8, 9]  # not 5 (a flag) nor 0 (the crew's emergency)

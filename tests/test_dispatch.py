@@ -9,6 +9,8 @@ import time
 import httpx
 from conftest import wait_until
 
+from provisioning.cli import mark_decommissioned
+
 INCIDENT = {"lat": -2.2050, "lon": 113.9200, "kind": "medical", "note": "Jl. Yos Sudarso 12"}
 
 
@@ -140,18 +142,10 @@ def test_the_live_stream_carries_a_press(gateway, vunits, unit_id):
     seen = []
     connected = threading.Event()
 
-    def listen():
-        with httpx.stream("GET", gateway.url + "/api/v1/stream", headers=gateway.headers, timeout=30) as resp:
-            connected.set()
-            for line in resp.iter_lines():
-                if line.startswith("data: "):
-                    event = json.loads(line[6:])
-                    if event["unit_id"] == unit_id:
-                        seen.append(event)
-                        if event["status"] and event["status"]["key"] == 4:
-                            return
+    def pressed_4(event):
+        return event["status"] and event["status"]["key"] == 4
 
-    t = threading.Thread(target=listen, daemon=True)
+    t = threading.Thread(target=listen_for, args=(gateway, unit_id, pressed_4, seen, connected), daemon=True)
     t.start()
     connected.wait(10)
     time.sleep(0.3)
@@ -159,3 +153,59 @@ def test_the_live_stream_carries_a_press(gateway, vunits, unit_id):
     t.join(20)
     assert seen and seen[-1]["status"]["key"] == 4 and seen[-1]["availability"] == "busy"
     assert seen[-1]["callsign"] == unit_id.upper()
+
+
+def listen_for(gateway, unit_id, until, seen, connected):
+    """Follow the live stream into `seen` until an event of `unit_id` satisfies `until`."""
+    with httpx.stream("GET", gateway.url + "/api/v1/stream", headers=gateway.headers, timeout=30) as resp:
+        connected.set()
+        for line in resp.iter_lines():
+            if line.startswith("data: "):
+                event = json.loads(line[6:])
+                if event["unit_id"] == unit_id:
+                    seen.append(event)
+                    if until(event):
+                        return
+
+
+def test_a_decommissioned_unit_is_out_of_service_never_nearest_and_not_assignable(gateway, vunits, unit_id):
+    ready_unit(gateway, vunits, unit_id, kind="ambulance")
+    nearest = f"/api/v1/nearest?lat={INCIDENT['lat']}&lon={INCIDENT['lon']}&incident_kind=medical&limit=100"
+    assert gateway.unit(unit_id)["decommissioned_at"] is None
+    assert unit_id in [u["unit_id"] for u in gateway.get(nearest)[1]]
+
+    seen, connected = [], threading.Event()
+    listener = threading.Thread(
+        target=listen_for,
+        args=(gateway, unit_id, lambda ev: ev["decommissioned_at"] is not None, seen, connected),
+        daemon=True,
+    )
+    listener.start()
+    connected.wait(10)
+    at = time.time()
+    # what `siaga unit decommission` writes, from its own process, while the gateway runs
+    # (its broker side: tests/test_security.py)
+    assert mark_decommissioned(gateway.data_dir, unit_id, at)
+
+    u = gateway.unit(unit_id)
+    assert u["decommissioned_at"] == at and u["availability"] == "out_of_service"
+    listed = [x for x in gateway.get("/api/v1/units")[1] if x["unit_id"] == unit_id]
+    assert listed[0]["decommissioned_at"] == at and listed[0]["availability"] == "out_of_service"
+    assert unit_id not in [x["unit_id"] for x in gateway.get("/api/v1/units?availability=available")[1]]
+    assert unit_id not in [x["unit_id"] for x in gateway.get(nearest)[1]]
+
+    status, err = post(gateway, f"/api/v1/units/{unit_id}/assign", INCIDENT)
+    assert status == 409 and err["error"]["code"] == "decommissioned", err
+    assert "decommissioned" in err["error"]["message"] and "siaga unit enable" in err["error"]["message"]
+    assert gateway.unit(unit_id)["assignment"] is None
+    assert [h["key"] for h in gateway.get(f"/api/v1/units/{unit_id}/statuses")[1]] == [2]  # history stays
+
+    listener.join(15)  # the map hears of it though the unit sent nothing new
+    assert seen and seen[-1]["decommissioned_at"] == at and seen[-1]["availability"] == "out_of_service"
+
+    assert mark_decommissioned(gateway.data_dir, unit_id, None)  # `siaga unit enable`
+    u = gateway.unit(unit_id)
+    assert u["decommissioned_at"] is None and u["availability"] == "available"
+    assert unit_id in [x["unit_id"] for x in gateway.get(nearest)[1]]
+    status, body = post(gateway, f"/api/v1/units/{unit_id}/assign", INCIDENT)
+    assert status == 200 and body["unit"]["availability"] == "assigned"

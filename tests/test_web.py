@@ -4,6 +4,7 @@ firmware in MicroPython. Tiles point at a closed local port: the map must work w
 its base map, and say so."""
 
 import asyncio
+import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,11 +15,24 @@ from conftest import wait_until
 from playwright.sync_api import expect, sync_playwright
 
 from gateway.process import GatewayProcess
+from provisioning.cli import mark_decommissioned
 from provisioning.mosquitto import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "rahasia-112"
 INCIDENT = (-2.2050, 113.9200)
+# A second status scheme the gateway loads (--status-schemes), for a search and rescue
+# team: its key 4 is not the default's "on scene".
+SAR_SCHEME = [
+    dict(zip(("key", "code", "label_id", "label_en", "availability"), row, strict=True))
+    for row in (
+        (1, "available_base", "Siaga di markas", "At base", "available"),
+        (4, "searching", "Pencarian", "Searching", "busy"),
+        (5, "request_talk", "Minta bicara", "Request to talk", "unchanged"),
+        (6, "out_of_service", "Tidak siaga", "Out of service", "out_of_service"),
+        (0, "emergency", "Darurat", "Emergency", "emergency"),
+    )
+]
 
 
 @pytest.fixture(scope="session")
@@ -31,9 +45,14 @@ def browser():
 
 @pytest.fixture
 def gateway(broker, tmp_path):
-    """The gateway with its tile source on a port where nothing listens."""
+    """The gateway with its tile source on a port where nothing listens, and a second
+    status scheme, "sar"."""
     tiles = f"http://127.0.0.1:{free_port()}/{{z}}/{{x}}/{{y}}.png"
-    gw = GatewayProcess(tmp_path / "gateway", broker.port, extra=["--tiles-url", tiles])
+    schemes = tmp_path / "schemes"
+    schemes.mkdir()
+    (schemes / "sar.json").write_text(json.dumps(SAR_SCHEME))
+    extra = ["--tiles-url", tiles, "--status-schemes", str(schemes)]
+    gw = GatewayProcess(tmp_path / "gateway", broker.port, extra=extra)
     gw.start()
     yield gw
     gw.stop()
@@ -306,3 +325,129 @@ def test_the_page_asks_for_a_login_and_tells_a_wrong_password(browser, gateway):
         expect(page.locator("#who")).to_have_text("rina (dispatcher)")
     finally:
         ctx.close()
+
+
+def test_a_decommissioned_unit_is_hidden_until_asked_for_then_shown(gateway, vunits, open_map, unit_id):
+    a, b = unit_id + "a", unit_id + "b"
+    ready(gateway, vunits, a)
+    ready(gateway, vunits, b, key=None)
+    page = open_map("dispatcher")
+    expect(marker(page, a)).to_have_attribute("data-availability", "available")
+
+    at = time.time()
+    assert mark_decommissioned(gateway.data_dir, a, at)  # `siaga unit decommission`, its gateway side
+    expect(marker(page, a)).to_have_count(0, timeout=10000)  # live: the unit sent nothing new
+    expect(row(page, a)).to_be_hidden()
+    expect(marker(page, b)).to_be_visible()
+    expect(page.locator("#decommissioned-count")).to_have_text("(1)")
+
+    page.check("#f-decommissioned")  # the dispatcher asks for it: its own look and label
+    m = marker(page, a)
+    expect(m).to_have_attribute("data-look", "decommissioned")
+    expect(m).to_have_attribute("data-availability", "out_of_service")  # never available, never offline
+    expect(m).to_have_attribute("title", "Dinonaktifkan")
+    expect(m.locator(".badge")).to_have_text("⊘")  # a glyph, not colour alone
+    expect(row(page, a).locator(".availability")).to_contain_text("Dinonaktifkan")
+    expect(page.locator("#legend")).to_contain_text("Dinonaktifkan")
+    row(page, a).click()
+    expect(page.locator("#d-facts")).to_contain_text("Dinonaktifkan")
+    expect(page.locator("#d-actions .status-form")).to_have_count(0)
+
+    page.fill("#inc-lat", str(INCIDENT[0]))  # never offered for an incident
+    page.fill("#inc-lon", str(INCIDENT[1]))
+    page.select_option("#inc-kind", "medical")
+    page.click("#incident-form button[type=submit]")
+    expect(page.locator("#nearest li.empty")).to_be_visible()
+    expect(page.locator(f'#nearest li[data-unit="{a}"]')).to_have_count(0)
+
+    assert mark_decommissioned(gateway.data_dir, a, None)  # `siaga unit enable`
+    expect(marker(page, a)).to_have_attribute("data-look", "available", timeout=10000)
+    expect(page.locator("#decommissioned-count")).to_have_text("")
+    page.click("#incident-form button[type=submit]")
+    expect(page.locator(f'#nearest li[data-unit="{a}"]')).to_be_visible()
+
+
+def test_the_status_change_offers_the_units_own_scheme(gateway, open_map, unit_id):
+    sar, amb = unit_id + "s", unit_id + "d"
+    gateway.register(sar, kind="rescue", status_scheme="sar")
+    gateway.register(amb)
+    page = open_map("dispatcher")
+    keys = page.locator("#d-actions select[name=key] option")
+
+    row(page, sar).click()
+    expect(keys).to_have_count(3)  # 1, 4, 6: not 5 (a flag) nor 0 (the crew's emergency)
+    assert [o.get_attribute("value") for o in keys.all()] == ["1", "4", "6"]
+    expect(keys.nth(1)).to_have_text("4 Pencarian")
+    row(page, amb).click()  # the default scheme for a unit that names none
+    expect(keys).to_have_count(8)
+    expect(keys.nth(3)).to_have_text("4 Tiba di lokasi")
+
+    row(page, sar).click()
+    page.select_option("#d-actions select[name=key]", "4")
+    page.fill("#d-actions input[name=reason]", "pencarian korban hanyut")
+    page.click("#d-actions .status-form button")
+    expect(marker(page, sar)).to_have_count(0)  # no position yet: in the list only
+    expect(row(page, sar)).to_have_attribute("data-availability", "busy")
+    expect(page.locator("#d-facts")).to_contain_text("4 Pencarian")
+    status = gateway.unit(sar)["status"]
+    assert status["key"] == 4 and status["label"] == "Pencarian" and status["source"] == "dispatcher"
+
+
+def publish_health(mqtt_client, gateway, unit_id, supply_v):
+    """A unit's birth and a telemetry message, with `supply_v` unless it is None (a board
+    that cannot measure it leaves it out, docs/protocol.md), over the broker into the
+    gateway's pipeline."""
+    now = int(time.time())
+    ids = {"boot": 1, "t": now, "sent": now}
+    birth = {"_type": "birth", "seq": 0, **ids, "fw": "0.1.0", "board": "virtual/1"}
+    tele = {"_type": "tele", "seq": 1, **ids, "up": 60}
+    if supply_v is not None:
+        tele["supply_v"] = supply_v
+    mqtt_client.publish(f"siaga/{unit_id}/conn", json.dumps(birth), qos=1).wait_for_publish(5)
+    mqtt_client.publish(f"siaga/{unit_id}/tele", json.dumps(tele), qos=1).wait_for_publish(5)
+    wait_until(
+        lambda: "up" in ((gateway.unit(unit_id).get("device") or {}).get("telemetry") or {}),
+        what=f"{unit_id}'s telemetry",
+    )
+
+
+def test_the_technician_sees_the_supply_voltage_and_a_low_one_marked(
+    gateway, vunits, mqtt_client, open_map, unit_id
+):
+    # b's firmware measures and sends it (the virtual board's ADC); the others' messages
+    # are published as their firmware would send them
+    gateway.register(unit_id + "b")
+    vunits(unit_id + "b", config={"telemetry_s": 2}, supply_v=11.2)
+    readings = {"a": 12.6, "c": 27.6, "d": 22.4, "e": None}  # c, d: 24 V trucks; e cannot measure
+    for suffix, volts in readings.items():
+        gateway.register(unit_id + suffix)
+        publish_health(mqtt_client, gateway, unit_id + suffix, volts)
+    wait_until(
+        lambda: ((gateway.unit(unit_id + "b").get("device") or {}).get("telemetry") or {}).get("supply_v"),
+        30,
+        0.5,
+        "the virtual unit's supply voltage",
+    )
+    page = open_map("technician")
+    device = page.locator("#d-device")
+    low = device.locator(".supply.low")
+
+    for suffix, shown, is_low in (
+        ("a", "12.6 V", False),
+        ("b", "11.2 V", True),
+        ("c", "27.6 V", False),
+        ("d", "22.4 V", True),
+    ):
+        row(page, unit_id + suffix).click()
+        expect(device).to_contain_text(f"Tegangan aki{'⚠ ' if is_low else ''}{shown}")
+        if is_low:
+            expect(low).to_have_text(f"⚠ {shown} · tegangan rendah")
+        else:
+            expect(low).to_have_count(0)
+    row(page, unit_id + "e").click()
+    expect(device).to_contain_text("Tegangan aki—")
+
+    page.click("#lang")
+    row(page, unit_id + "b").click()
+    expect(low).to_have_text("⚠ 11.2 V · low voltage")
+    expect(device).to_contain_text("Supply voltage")

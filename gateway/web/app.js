@@ -4,9 +4,9 @@
 // emergency alarm. Plain ES modules, no build step; Leaflet is the global `L`.
 
 import { api, ApiError, can, login, logout, session, whoAmI } from "./api.js";
-import { age, distance, wib, wibWhen } from "./format.js";
+import { age, distance, supplyLow, volts, wib, wibWhen } from "./format.js";
 import { currentLang, setLang, statusLabel, t, translateStatic } from "./i18n.js";
-import { badge, escape, fixAge, LOOK, stale, unitIcon } from "./markers.js";
+import { badge, escape, fixAge, look, LOOK, stale, unitIcon } from "./markers.js";
 
 const $ = (sel) => document.querySelector(sel);
 const CENTRE = [-2.2096, 113.9136]; // Palangka Raya
@@ -22,7 +22,7 @@ const state = {
   incident: null, // {lat, lon}
   picking: false,
   pending: null, // {unit_id, action_id}: an assignment waiting for the crew
-  statuses: [], // the default status scheme, for the dispatcher's status change
+  schemes: {}, // status scheme name -> its statuses, for the dispatcher's status change
   loading: null, // stream events held while /units loads
   streamLost: false,
 };
@@ -49,7 +49,7 @@ async function start() {
   applyRole();
   if (!map) {
     const config = await api("GET", "/map-config");
-    state.statuses = config.statuses || [];
+    state.schemes = config.schemes || { default: config.statuses || [] };
     initMap(config);
   }
   connectStream();
@@ -229,14 +229,18 @@ function drawRow(u) {
     tr.addEventListener("click", () => select(u.unit_id, true));
     rows.set(u.unit_id, tr);
   }
+  const shown = look(u);
   tr.dataset.availability = u.availability;
-  tr.className = [stale(u) ? "stale" : "", state.selected === u.unit_id ? "selected" : ""].join(" ").trim();
+  tr.dataset.look = shown;
+  const cls = shown === "decommissioned" ? "decommissioned" : stale(u) ? "stale" : "";
+  tr.className = [cls, state.selected === u.unit_id ? "selected" : ""].join(" ").trim();
   const flags = (u.flags || []).map((f) => `<span class="flag">${escape(t("flag_" + f))}</span>`).join("");
+  const why = shown === "decommissioned" ? `${t("f_since")} ${wibWhen(u.decommissioned_at, serverNow())}` : statusLabel(u.status);
   tr.innerHTML =
-    `<td>${badge(u.availability)}</td>` +
+    `<td>${badge(shown)}</td>` +
     `<td class="callsign">${escape(u.callsign || u.unit_id)}${u.agency ? ` <small>${escape(u.agency)}</small>` : ""}</td>` +
     `<td>${escape(t("kind_" + u.kind))}</td>` +
-    `<td class="availability">${escape(t("av_" + u.availability))} <small>${escape(statusLabel(u.status))}</small>${flags}</td>` +
+    `<td class="availability">${escape(t("av_" + shown))} <small>${escape(why)}</small>${flags}</td>` +
     `<td class="age">${escape(fixAge(u, serverNow()))}</td>`;
   tr.hidden = !matches(u);
 }
@@ -247,10 +251,17 @@ function filters() {
     kind: $("#f-kind").value,
     agency: $("#f-agency").value,
     availability: $("#f-avail").value,
+    decommissioned: $("#f-decommissioned").checked,
   };
 }
 
+// A decommissioned unit is hidden unless the dispatcher ticks "show decommissioned": it
+// has left the fleet (a retired vehicle, a board taken out) and will not come back by
+// itself. On a screen scanned for a unit to send it is only clutter, and a greyed marker
+// would pass for an offline unit that may call in any minute. Ticked, it is shown with a
+// look and label of its own, for whoever looks for it or its history.
 function matches(u, f = filters()) {
+  if (u.decommissioned_at != null && !f.decommissioned) return false;
   if (f.kind && u.kind !== f.kind) return false;
   if (f.agency && u.agency !== f.agency) return false;
   if (f.availability && u.availability !== f.availability) return false;
@@ -286,6 +297,8 @@ function orderList() {
     if (!tr.hidden) shown += 1;
   });
   $("#counts").textContent = t("counts", { shown, total: units.size });
+  const gone = [...units.values()].filter((u) => u.decommissioned_at != null).length;
+  $("#decommissioned-count").textContent = gone ? `(${gone})` : "";
 }
 
 function refilter() {
@@ -356,11 +369,11 @@ function fact(label, value) {
 
 function drawDetail(u, before) {
   const now = serverNow();
-  $("#d-callsign").innerHTML = `${badge(u.availability)} ${escape(u.callsign || u.unit_id)} <small>${escape(t("kind_" + u.kind))}</small>`;
+  $("#d-callsign").innerHTML = `${badge(look(u))} ${escape(u.callsign || u.unit_id)} <small>${escape(t("kind_" + u.kind))}</small>`;
   const s = u.status;
   const p = u.position;
   const parts = [
-    fact("f_availability", `<b data-field="availability">${escape(t("av_" + u.availability))}</b>`),
+    fact("f_availability", `<b data-field="availability">${escape(t("av_" + look(u)))}</b>`),
     fact(
       "f_status",
       s
@@ -369,6 +382,7 @@ function drawDetail(u, before) {
     ),
   ];
   if (u.overridden) parts.push(fact("f_overridden", `${escape(statusLabel(u.overridden))} · ${escape(t("src_" + u.overridden.source))} ${wib(u.overridden.since)}`));
+  if (u.decommissioned_at != null) parts.push(fact("f_decommissioned", `${t("f_since")} ${wibWhen(u.decommissioned_at, now)}`));
   parts.push(fact("f_flags", (u.flags || []).map((f) => `<span class="flag">${escape(t("flag_" + f))}</span>`).join(" ") || t("none")));
   if (u.emergency) {
     const ack = u.emergency.acknowledged_by ? ` · ${escape(t("acked_by", { user: u.emergency.acknowledged_by, time: wib(u.emergency.acknowledged_at) }))}` : "";
@@ -426,6 +440,7 @@ function drawDevice(device, u) {
   const tele = device.telemetry || {};
   const signal = tele.rssi != null ? `${tele.rssi} dBm` : null;
   const network = tele.reg ? [tele.reg, tele.op, tele.act].filter(Boolean).join(", ") : null;
+  const supply = Number.isFinite(tele.supply_v) ? { html: supplyHtml(tele.supply_v) } : null;
   const rows_ = [
     ["dev_fw", device.fw],
     ["dev_board", device.board],
@@ -434,6 +449,7 @@ function drawDevice(device, u) {
     ["dev_cfg", device.cfg],
     ["dev_signal", signal],
     ["dev_network", network],
+    ["dev_supply", supply],
     ["dev_backlog", tele.waiting],
     ["dev_flash", tele.flash_free != null ? `${Math.round(tele.flash_free / 1024)} KB` : null],
     ["dev_heap", tele.heap_free != null ? `${Math.round(tele.heap_free / 1024)} KB` : null],
@@ -443,8 +459,14 @@ function drawDevice(device, u) {
   ];
   el.innerHTML =
     `<h3>${escape(t("device"))}</h3><dl>` +
-    rows_.map(([k, v]) => fact(k, escape(v ?? t("none")))).join("") +
+    rows_.map(([k, v]) => fact(k, v && v.html ? v.html : escape(v ?? t("none")))).join("") +
     "</dl>";
+}
+
+// "12.6 V", or a warning mark and words when it is low (format.js supplyLow).
+function supplyHtml(v) {
+  if (!supplyLow(v)) return `<span class="supply">${escape(volts(v))}</span>`;
+  return `<span class="supply low" data-low="true">⚠ ${escape(volts(v))} · ${escape(t("supply_low"))}</span>`;
 }
 
 // ---- actions on a unit ---------------------------------------------------------------------
@@ -459,27 +481,32 @@ function drawActions(u) {
     if (u.emergency && !u.emergency.acknowledged_by) html.push(`<button type="button" data-action="ack" class="danger">${escape(t("ack"))}</button>`);
     if (u.emergency) html.push(`<button type="button" data-action="clear-emergency">${escape(t("clear_emergency"))}</button>`);
     if (u.assignment) html.push(`<button type="button" data-action="release">${escape(t("release"))}</button>`);
-    const options = state.statuses
+    const scheme = state.schemes[u.status_scheme] || state.schemes.default || [];
+    const options = scheme
       .filter((s) => s.settable)
       .map((s) => `<option value="${s.key}">${escape(statusLabel(s))}</option>`)
       .join("");
-    html.push(
-      `<form class="status-form"><select name="key">${options}</select>` +
-        `<input name="reason" placeholder="${escape(t("reason"))}" maxlength="500">` +
-        `<button type="submit">${escape(t("set_status"))}</button></form>`,
-    );
+    if (u.decommissioned_at == null) {
+      html.push(
+        `<form class="status-form"><select name="key">${options}</select>` +
+          `<input name="reason" placeholder="${escape(t("reason"))}" maxlength="500">` +
+          `<button type="submit">${escape(t("set_status"))}</button></form>`,
+      );
+    }
   }
   if (can("lock")) {
     const locked = (u.flags || []).includes("status_locked");
     html.push(`<button type="button" data-action="${locked ? "unlock" : "lock"}">${escape(t(locked ? "unlock" : "lock"))}</button>`);
   }
-  // Keep a half-typed reason across stream updates.
+  // Keep a half-typed reason across stream updates of the same unit (another unit's
+  // scheme may lack the key chosen).
   const form = box.querySelector(".status-form");
-  const typed = form && { key: form.key.value, reason: form.reason.value, focused: document.activeElement === form.reason };
+  const typed = form && box.dataset.unit === u.unit_id && { key: form.key.value, reason: form.reason.value, focused: document.activeElement === form.reason };
   box.innerHTML = html.join(" ");
+  box.dataset.unit = u.unit_id;
   const again = box.querySelector(".status-form");
   if (again && typed) {
-    again.key.value = typed.key;
+    if ([...again.key.options].some((o) => o.value === typed.key)) again.key.value = typed.key;
     again.reason.value = typed.reason;
     if (typed.focused) again.reason.focus();
   }
@@ -754,7 +781,7 @@ function bindUi() {
     await logout();
     location.reload();
   });
-  for (const sel of ["#search", "#f-kind", "#f-agency", "#f-avail", "#sort"]) $(sel).addEventListener("input", refilter);
+  for (const sel of ["#search", "#f-kind", "#f-agency", "#f-avail", "#f-decommissioned", "#sort"]) $(sel).addEventListener("input", refilter);
   $("#incident-form").addEventListener("submit", (e) => {
     e.preventDefault();
     setIncident(parseFloat($("#inc-lat").value), parseFloat($("#inc-lon").value));

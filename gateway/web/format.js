@@ -28,3 +28,16 @@ export function age(seconds) {
 export function distance(metres) {
   return metres < 1000 ? `${Math.round(metres)} m` : `${(metres / 1000).toFixed(1)} km`;
 }
+
+// A vehicle's supply voltage (telemetry `supply_v`, volts) -> "12.6 V".
+export function volts(v) {
+  return `${v.toFixed(1)} V`;
+}
+
+// Whether a supply voltage is low. The unit does not say its vehicle's system voltage,
+// the reading does: above 18 V it can only be a 24 V system (trucks, two batteries in
+// series), low below 23.0 V; otherwise a 12 V system, low below 11.5 V (a battery running
+// down, or a charging fault, with the engine on or off).
+export function supplyLow(v) {
+  return v < (v > 18 ? 23.0 : 11.5);
+}

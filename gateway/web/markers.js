@@ -1,6 +1,7 @@
 // A unit on the map: an L.divIcon whose shape and glyph say the availability as well as
 // its colour (never colour alone), with the callsign, a heading arrow while moving and
-// the age of the last fix. Stale and offline units are greyed and dashed.
+// the age of the last fix. Stale and offline units are greyed and dashed; a
+// decommissioned unit has a look of its own (⊘ on hatching, callsign struck out).
 
 import { age } from "./format.js";
 import { t } from "./i18n.js";
@@ -13,12 +14,19 @@ export const LOOK = {
   out_of_service: ["square", "✕"],
   emergency: ["triangle", "‼"],
   offline: ["circle", "?"],
+  decommissioned: ["square", "⊘"], // not an availability: out of the fleet (`siaga unit decommission`)
 };
 
 const MOVING = 1.0; // m/s, as the gateway's availability core
 
 export function stale(unit) {
   return unit.availability === "offline" || (unit.flags || []).includes("position_stale");
+}
+
+// What a unit looks like: its availability, unless it is decommissioned (then the API
+// says out_of_service, and the page says why).
+export function look(unit) {
+  return unit.decommissioned_at != null ? "decommissioned" : unit.availability;
 }
 
 export function badge(availability) {
@@ -44,15 +52,17 @@ function arrow(unit) {
 }
 
 export function markerHtml(unit, serverNow, selected) {
-  const classes = ["unit-marker", `av-${unit.availability}`];
-  if (stale(unit)) classes.push("stale");
+  const shown = look(unit);
+  const classes = ["unit-marker", `av-${shown}`];
+  if (shown === "decommissioned") classes.push("decommissioned");
+  else if (stale(unit)) classes.push("stale");
   if (selected) classes.push("selected");
   if (unit.emergency && !unit.emergency.acknowledged_by) classes.push("alarm");
   return (
     `<div class="${classes.join(" ")}" data-unit="${escape(unit.unit_id)}" ` +
-    `data-availability="${escape(unit.availability)}" title="${escape(t("av_" + unit.availability))}">` +
-    arrow(unit) +
-    badge(unit.availability) +
+    `data-availability="${escape(unit.availability)}" data-look="${shown}" title="${escape(t("av_" + shown))}">` +
+    (shown === "decommissioned" ? "" : arrow(unit)) +
+    badge(shown) +
     `<span class="callsign">${escape(unit.callsign || unit.unit_id)}</span>` +
     `<span class="age">${escape(fixAge(unit, serverNow))}</span>` +
     `</div>`
