@@ -40,6 +40,12 @@ class Action:
     done: Future = field(default_factory=Future)
 
 
+def _needs_sync(items):
+    """Whether a batch's commit must survive a power cut (Store.atomic): anything but
+    position reports and telemetry, which the next report replaces anyway."""
+    return any(isinstance(i, Action) or not i.topic.endswith(("/pos", "/tele")) for i in items)
+
+
 @dataclass
 class Outcome:
     downlinks: list = field(default_factory=list)  # (topic, payload)
@@ -143,7 +149,7 @@ class Pipeline:
     def handle(self, items, now):
         out, touched, positions, fixes = Outcome(), set(), [], {}
         accepted = 0
-        with self.store.atomic():
+        with self.store.atomic(durable=_needs_sync(items)):
             for item in items:
                 if isinstance(item, Action):
                     self._action(item, touched, out)

@@ -126,3 +126,22 @@ def test_a_unit_follows_the_status_scheme_its_registry_entry_names(tmp_path):
     assert p.view("amb-01", now)["availability"] == "available"
     sar = p.view("sar-01", now)
     assert sar["availability"] == "out_of_service" and sar["status"]["label"] == "Siaga di markas"
+
+
+def test_a_batch_with_a_press_is_synced_at_its_commit_and_positions_alone_are_not(tmp_path):
+    # SQLite's synchronous setting in force at each commit: FULL (2) syncs the WAL, so a
+    # press the gateway then acknowledges survives a power cut; NORMAL (1) for positions
+    def synchronous():
+        return store.db.execute("pragma synchronous").fetchone()[0]
+
+    store, p = pipeline(tmp_path)
+    now = int(time.time())
+    p.handle([pos(1, now - 10), pos(2, now - 9)], now)
+    assert synchronous() == 1
+    p.handle([pos(3, now - 8), status(4, now - 7)], now)
+    assert synchronous() == 2
+    p.handle([pos(5, now - 6)], now)
+    assert synchronous() == 1
+    with store.atomic():  # the registry, logins, dispatchers' actions: always synced
+        assert synchronous() == 2
+    assert count(store, "positions") == 4 and count(store, "status_events") == 1
