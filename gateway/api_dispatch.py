@@ -49,18 +49,24 @@ def router(gw, registered, unit_json, user_of, decommissioned):
         action_id, _ = gw.ingest.submit(Action(unit_id, action, gw.clock(), user, **kw))
         return {"action_id": action_id, "unit": unit_json(gw.pipeline.registry[unit_id])}
 
-    @r.post("/units/{unit_id}/assign")
-    def assign(unit_id: str, body: AssignIn, user: str = user_of()):
-        """Assign the unit to an incident; it is `assigned` until its crew presses 3. A
-        decommissioned unit cannot be assigned (409, `decommissioned`)."""
+    def in_service(unit_id, what):
+        """409 `decommissioned` for a unit out of the fleet: it cannot be assigned, nor
+        given a status or a lock. Releasing it and ending its emergency stay allowed, to
+        tidy up after it."""
         registered(unit_id)
         at = decommissioned(fresh=True).get(unit_id)
         if at is not None:
             raise Conflict(
-                f"{unit_id} is decommissioned (since {wib(at)}): it cannot be assigned;"
+                f"{unit_id} is decommissioned (since {wib(at)}): it cannot be {what};"
                 f" `siaga unit enable {unit_id}` puts it back in service",
                 "decommissioned",
             )
+
+    @r.post("/units/{unit_id}/assign")
+    def assign(unit_id: str, body: AssignIn, user: str = user_of()):
+        """Assign the unit to an incident; it is `assigned` until its crew presses 3. A
+        decommissioned unit cannot be assigned (409, `decommissioned`)."""
+        in_service(unit_id, "assigned")
         return run(unit_id, "assign", user, incident=body.model_dump())
 
     @r.post("/units/{unit_id}/release")
@@ -70,6 +76,7 @@ def router(gw, registered, unit_json, user_of, decommissioned):
     @r.post("/units/{unit_id}/status")
     def set_status(unit_id: str, body: StatusIn, user: str = user_of()):
         """Set a unit's status for its crew, with a reason."""
+        in_service(unit_id, "given a status")
         status = gw.pipeline.scheme_for(unit_id).get(body.key)
         if status is None or body.key in availability.FLAG_KEYS or status.availability == "emergency":
             raise BadRequest(f"key {body.key} is not a status a dispatcher can set")
@@ -78,6 +85,7 @@ def router(gw, registered, unit_json, user_of, decommissioned):
     @r.post("/units/{unit_id}/lock")
     def lock(unit_id: str, body: ReasonIn | None = None, user: str = user_of()):
         """While locked, crew presses are recorded and shown but do not change the status."""
+        in_service(unit_id, "locked")
         return run(unit_id, "lock", user, reason=body.reason if body else "")
 
     @r.post("/units/{unit_id}/unlock")

@@ -71,8 +71,9 @@ def print_units(units):
         status = f"{st['key']} {st['label']}" if st else "-"
         pos = u["position"]
         where = f"{pos['lat']:.5f},{pos['lon']:.5f}" if pos else "-"
+        avail = "decommissioned" if u.get("decommissioned_at") else u["availability"]
         print(
-            f"{u['unit_id']:<8} {u['callsign'] or '-':<12.12} {u['kind']:<10} {u['availability']:<14} "
+            f"{u['unit_id']:<8} {u['callsign'] or '-':<12.12} {u['kind']:<10} {avail:<14} "
             f"{status:<22.22} {where:<22} {wib(pos and pos['fix_time']):<13} {wib(u['last_seen'])}"
         )
 

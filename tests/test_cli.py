@@ -4,12 +4,14 @@ the unit table against a running gateway."""
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import wait_until
 
 from gateway.cli import build_parser
+from provisioning.cli import mark_decommissioned
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -57,6 +59,15 @@ def test_units_table(gateway, unit_id):
     assert run.returncode == 0, run.stderr
     line = [x for x in run.stdout.splitlines() if x.startswith(unit_id)][0]
     assert re.search(r"fire_truck\s+offline", line)
+
+
+def test_a_decommissioned_unit_says_so_in_the_units_table(gateway, unit_id):
+    gateway.register(unit_id, kind="ambulance")
+    assert mark_decommissioned(gateway.data_dir, unit_id, time.time())  # `siaga unit decommission`
+    run = siaga("units", *api(gateway))
+    assert run.returncode == 0, run.stderr
+    line = [x for x in run.stdout.splitlines() if x.startswith(unit_id)][0]
+    assert re.search(r"ambulance\s+decommissioned", line)
 
 
 def test_unknown_unit_is_a_clear_error(gateway):

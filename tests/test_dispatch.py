@@ -198,6 +198,9 @@ def test_a_decommissioned_unit_is_out_of_service_never_nearest_and_not_assignabl
     assert status == 409 and err["error"]["code"] == "decommissioned", err
     assert "decommissioned" in err["error"]["message"] and "siaga unit enable" in err["error"]["message"]
     assert gateway.unit(unit_id)["assignment"] is None
+    for path, body in (("status", {"key": 1, "reason": "test"}), ("lock", {"reason": "test"})):
+        status, err = post(gateway, f"/api/v1/units/{unit_id}/{path}", body)
+        assert status == 409 and "cannot be" in err["error"]["message"], (path, err)
     assert [h["key"] for h in gateway.get(f"/api/v1/units/{unit_id}/statuses")[1]] == [2]  # history stays
 
     listener.join(15)  # the map hears of it though the unit sent nothing new
