@@ -212,8 +212,9 @@ def create_app(gw):
                         if not await asyncio.to_thread(guard.still_valid, request):
                             return  # the session ended or the token was revoked
                         checked = time.monotonic()
-                    if decommissioned() is not gone:
-                        before, gone = gone, decommissioned()
+                    latest = decommissioned()
+                    if latest is not gone:
+                        before, gone = gone, latest
                         for event in registry_changes(before, gone):
                             yield event
                     if view is None:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from . import availability
 from .errors import BadRequest, Conflict
 from .pipeline import Action
+from .response_times import WIB
 
 # The kinds of incident, and the kinds of unit that fit each, best first.
 INCIDENT_KINDS = {
@@ -37,7 +38,7 @@ class ReasonIn(BaseModel):
 
 
 def wib(ts):
-    return time.strftime("%Y-%m-%d %H:%M WIB", time.gmtime(ts + 7 * 3600))
+    return time.strftime("%Y-%m-%d %H:%M WIB", time.gmtime(ts + WIB))
 
 
 def router(gw, registered, unit_json, user_of, decommissioned):

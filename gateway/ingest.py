@@ -181,12 +181,8 @@ class Ingest:
         holds while the worker waits. The same packets in one queued write, through the
         queue `ack` itself uses (paho-mqtt 2.2, pinned), cost one wake-up. If that method
         is ever gone, each message is acknowledged on its own as before."""
-        mids = []
-        for item in items:
-            if isinstance(item, Incoming) and item.qos == 1:
-                mids.append(item.mid)
-            elif isinstance(item, Incoming) and item.qos:  # QoS 2: none, as subscribed
-                self.client.ack(item.mid, item.qos)
+        # QoS 1 only: SUBSCRIPTIONS asks for no more
+        mids = [item.mid for item in items if isinstance(item, Incoming) and item.qos]
         queue = getattr(self.client, "_packet_queue", None)
         if len(mids) > 1 and queue is not None:
             queue(mqtt.PUBACK, b"".join([PUBACK.pack(mqtt.PUBACK, 2, mid) for mid in mids]), 0, 0)

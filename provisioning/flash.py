@@ -126,7 +126,8 @@ print(repr((sys.implementation.name, tuple(sys.implementation.version[:3]), sys.
 
 
 class BoardLink:
-    """The raw REPL of the board on `port`: `with BoardLink(port) as b: b.install(files)`."""
+    """The raw REPL of the board on `port`: `with BoardLink(port) as b: b.stage(files);
+    b.put_in_place(files)` (or `b.discard()`)."""
 
     def __init__(self, port, timeout=10.0):  # mpremote's own; a loaded host boots slowly
         self.port = port
@@ -227,11 +228,6 @@ class BoardLink:
             " else:\n  os.remove(p)\n"
             "_rm(%r)\n" % path
         )
-
-    def install(self, files, out=None, progress=True):
-        """Copy `files` ({path: bytes}) to the board, verify, and put them in place."""
-        self.stage(files, out, progress)
-        return self.put_in_place(files)
 
     def stage(self, files, out=None, progress=True):
         """Copy `files` ({path: bytes}) into the staging folder and verify them there.

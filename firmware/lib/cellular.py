@@ -32,17 +32,17 @@ class Cellular:
     def __init__(self, modem, cfg, ppp=None, log=print):
         self.modem = modem
         self.cfg = cfg
-        self.ppp = ppp
+        self.tcp = cfg.get("data_path") == "modem_tcp"  # MQTT over the modem's TCP stack
+        self.ppp = None if self.tcp else ppp
         self.log = log
         self.link = None  # the PPP interface while a data session is up
         self.error = None  # the reason the last bring-up failed
-        self.tcp = cfg.get("data_path") == "modem_tcp"  # MQTT over the modem's TCP stack
         self.connected = False  # a TCP connection is open (modem_tcp)
         self._closing = None  # its hang-up, while that runs
 
     def up(self):
         """True while the data path works (without PPP: while registered)."""
-        if self.ppp is not None and not self.tcp:
+        if self.ppp is not None:
             return self.link is not None and self.link.isconnected()
         return self.modem.registered
 
@@ -89,13 +89,13 @@ class Cellular:
         await m.refresh()
         if self.ppp is not None or self.tcp:
             await m.set_apn(cfg["apn"], cfg["apn_user"] or None, cfg["apn_password"] or None)
-        if self.ppp is not None and not self.tcp:
+        if self.ppp is not None:
             await m.connect_data(handoff=True)
             self.link = self.ppp()
 
     def _changed(self, event, detail):
         self.log("modem: %s %s" % (event, detail))
-        if event == "up" and self.ppp is not None and not self.tcp:
+        if event == "up" and self.ppp is not None:
             self.link = self.ppp()  # a new data session: PPP again on it
 
     async def run(self):
@@ -110,7 +110,7 @@ class Cellular:
                 await self.modem.supervise(
                     poll_ms=self.cfg["modem_poll_s"] * 1000,
                     register_ms=self.cfg["register_s"] * 1000,
-                    link_up=self.up if self.ppp is not None and not self.tcp else None,
+                    link_up=self.up if self.ppp is not None else None,
                     on_change=self._changed,
                 )
             except OSError as e:
