@@ -331,7 +331,7 @@ def test_a_decommissioned_unit_is_hidden_until_asked_for_then_shown(gateway, vun
     a, b = unit_id + "a", unit_id + "b"
     ready(gateway, vunits, a)
     ready(gateway, vunits, b, key=None)
-    page = open_map("dispatcher")
+    page = open_map("supervisor")  # may dispatch and lock
     expect(marker(page, a)).to_have_attribute("data-availability", "available")
 
     at = time.time()
@@ -352,6 +352,7 @@ def test_a_decommissioned_unit_is_hidden_until_asked_for_then_shown(gateway, vun
     row(page, a).click()
     expect(page.locator("#d-facts")).to_contain_text("Dinonaktifkan")
     expect(page.locator("#d-actions .status-form")).to_have_count(0)
+    expect(page.locator('#d-actions [data-action="lock"]')).to_have_count(0)  # refused (409)
 
     page.fill("#inc-lat", str(INCIDENT[0]))  # never offered for an incident
     page.fill("#inc-lon", str(INCIDENT[1]))

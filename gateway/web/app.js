@@ -494,8 +494,9 @@ function drawActions(u) {
       );
     }
   }
-  if (can("lock")) {
-    const locked = (u.flags || []).includes("status_locked");
+  const locked = (u.flags || []).includes("status_locked");
+  if (can("lock") && (locked || u.decommissioned_at == null)) {
+    // a decommissioned unit cannot be locked (409), only unlocked
     html.push(`<button type="button" data-action="${locked ? "unlock" : "lock"}">${escape(t(locked ? "unlock" : "lock"))}</button>`);
   }
   // Keep a half-typed reason across stream updates of the same unit (another unit's
