@@ -103,6 +103,10 @@ class Link:
             except OSError:
                 client.close()
                 continue
+            # The time-out is for the connect only. Left on the socket it would cut the
+            # link after 5 s without a byte from the broker (a unit that is stopped and
+            # sends a heartbeat every few seconds of a fast replay): a drop no fault caused.
+            upstream.settimeout(None)
             with self._lock:
                 self._conns.append((client, upstream))
             for src, dst, direction in ((client, upstream, "up"), (upstream, client, "down")):
