@@ -1,7 +1,13 @@
 """The unit's firmware image: every module compiled with mpy-cross, as it goes onto a
 board's flash. Compiled bytecode loads without the compiler's heap cost, which a unit
 with a small heap cannot pay for the whole firmware at boot. `main.py` stays source, as
-MicroPython runs it by name."""
+MicroPython runs it by name.
+
+A module loaded from a .mpy file lives in the heap (frozen code does not), so the image
+is built lean (docs/firmware-memory.md): each module names itself by its path in the
+image (`lib/unit.py`, not the build machine's path: a traceback still says where) and
+carries no line numbers, which cost about 2.3 KB of heap in the 64-bit unix port.
+`lines=True` keeps them, for a bench unit being debugged."""
 
 import shutil
 import subprocess
@@ -23,17 +29,19 @@ def sources():
         yield from sorted((FIRMWARE / sub).glob("*.py"))
 
 
-def build(out_dir, optimise=1):
+def build(out_dir, optimise=1, lines=False):
     """Compile the firmware into `out_dir` (only what changed); returns `out_dir`."""
     out_dir = Path(out_dir)
+    flags = [f"-O{optimise}"] + ([] if lines else ["-X", "no-source-lines"])
     for src in sources():
         dst = out_dir / src.relative_to(FIRMWARE).with_suffix(".mpy")
         if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_suffix(".tmp")
+        name = str(src.relative_to(FIRMWARE))
         run = subprocess.run(
-            [mpy_cross_bin(), f"-O{optimise}", "-o", str(tmp), str(src)], capture_output=True, text=True
+            [mpy_cross_bin(), *flags, "-s", name, "-o", str(tmp), str(src)], capture_output=True, text=True
         )
         if run.returncode:
             raise RuntimeError(f"mpy-cross {src}: {run.stderr.strip()}")

@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from .vunit import VirtualUnit, _die_with_parent, _pty, micropython_bin
+from .vunit import RESET_EXIT, VirtualUnit, _die_with_parent, _pty, micropython_bin
 
 CTRL_C = b"\x03"
 PROMPT = b">>> "
@@ -203,6 +203,9 @@ if os.getenv("SIAGA_RUN") == "main.py":
             if self.mode == "repl":
                 self._to_serial(b"soft reboot\r\n")
                 self._spawn("soft")
+            elif proc.returncode == RESET_EXIT:  # main.py reset the board (machine.reset())
+                self.resets += 1
+                self._spawn("crash")
             else:
                 self._run([], "repl", "soft")
 

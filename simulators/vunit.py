@@ -38,6 +38,10 @@ log = logging.getLogger("siaga.sim")
 REPO = Path(__file__).resolve().parent.parent
 HEAP = "128K"
 PR_SET_PDEATHSIG = 1
+# The firmware's exit code for machine.reset(), which the unix port lacks (firmware/main.py):
+# the virtual board starts it again, as a board restarts after a reset (cause: a hard
+# reset, which the firmware reports as "crash" unless it noted why on its flash).
+RESET_EXIT = 75
 
 
 def micropython_bin():
@@ -199,7 +203,9 @@ class VirtualUnit:
         self._panel_write(f"V {volts:.1f}\n")
 
     def _watchdog(self):
-        """The board's hardware watchdog: not fed for `watchdog_s`, it resets the unit."""
+        """The board's hardware watchdog: not fed for `watchdog_s`, it resets the unit.
+        The same thread restarts a firmware that reset itself (RESET_EXIT); it lives as
+        long as the unit, and a child dies with the thread that started it."""
         while not self.stopped.wait(0.5):
             fed = self.fed_at
             if time.time() - fed > self.watchdog_s and self.running:
@@ -207,6 +213,9 @@ class VirtualUnit:
                 self.proc.kill()
                 self.proc.wait()
                 self._spawn("watchdog")
+            elif self.proc is not None and self.proc.poll() == RESET_EXIT and not self.stopped.is_set():
+                self.resets += 1
+                self._spawn("crash")
 
     # simulated hardware
     def _live_samples(self):
@@ -278,6 +287,11 @@ class VirtualUnit:
         """Ignition off: the firmware says goodbye and exits."""
         self._panel_write("P 0\n")
 
+    def fill_heap(self, hold_ms=0):
+        """Fault injection: the firmware takes every block of its heap and holds them for
+        hold_ms (0: for good, a leak it cannot recover from without a reset)."""
+        self._panel_write(f"H fill {int(hold_ms)}\n")
+
     def state(self):
         with self._panel_lock:
             return {
@@ -302,6 +316,9 @@ class VirtualUnit:
             return dict(self.state(), console=self.lines[-int(req.get("lines", 20)) :])
         if cmd == "hang":  # fault injection: a task hangs (busy) or stops (stall)
             self._panel_write(f"H {req.get('how', 'stall')}\n")
+            return {"ok": True}
+        if cmd == "fill":  # fault injection: the heap full, for hold_ms (0: for good)
+            self.fill_heap(int(req.get("hold_ms", 0)))
             return {"ok": True}
         if cmd == "supply":
             self.set_supply(float(req["volts"]))

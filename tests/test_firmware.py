@@ -21,7 +21,7 @@ def _cases():
 
 
 def run_micropython(args, cwd, heap=HEAP, timeout=120, env=None):
-    path = (REPO / "firmware" / "lib", REPO / "firmware", HERE)
+    path = (REPO / "firmware" / "lib", REPO / "firmware", REPO / "firmware" / "tools", HERE)
     run = vunit.run_micropython(args, cwd, heap, path, dict(env or {}, SIAGA_REPO=str(REPO)), timeout=timeout)
     return subprocess.CompletedProcess(run.args, run.returncode, run.stdout.decode(), run.stderr.decode())
 

@@ -1,29 +1,22 @@
 # What the firmware needs from a board. A board family subclasses Board; each hardware
-# revision subclasses its family with its pin map as data.
+# revision subclasses its family with its pin map as data. A board provides:
+#   gnss_stream()      an asyncio stream the GNSS receiver's NMEA bytes come in on (None:
+#                      no receiver)
+#   key(number)        True while status key `number` is held down (raw, undebounced)
+#   led(number, mode)  set the LED of status key `number`: off, on, blink or error
+#   buzzer(on)
+#   rtc_time()         Unix seconds from the board's real-time clock (before GNSS time)
+#   async run(unit)    board-specific background work (panel I/O, watchdog); never
+#                      returns. The watchdog is fed only while `unit.healthy()`: a hung
+#                      task reboots the unit. A MemoryError in it goes to
+#                      unit.out_of_memory("board").
+# and may override the defaults below. The required methods are listed here, not written
+# as stubs: a module loaded from a .mpy file costs the unit's heap for each function.
 
 
 class Board:
     name = "base"
     revision = ""
-
-    def gnss_stream(self):
-        """An asyncio stream the GNSS receiver's NMEA bytes come in on."""
-        raise NotImplementedError
-
-    def key(self, number):
-        """True while status key `number` is held down (raw, undebounced)."""
-        raise NotImplementedError
-
-    def led(self, number, mode):
-        """Set the LED of status key `number`: off, on, blink or error."""
-        raise NotImplementedError
-
-    def buzzer(self, on):
-        raise NotImplementedError
-
-    def rtc_time(self):
-        """Unix seconds from the board's real-time clock (before GNSS time is known)."""
-        raise NotImplementedError
 
     def reset_cause(self):
         return "unknown"
@@ -41,8 +34,3 @@ class Board:
     def storage(self):
         """The folder the unit's journal lives in (on a board: its littlefs root)."""
         return "."
-
-    async def run(self, unit):
-        """Board-specific background work (panel I/O, watchdog); never returns. The
-        watchdog is fed only while `unit.healthy()`: a hung task reboots the unit."""
-        raise NotImplementedError

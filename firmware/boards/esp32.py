@@ -42,8 +42,9 @@ DIRECTIONS = {
 }
 
 # machine.reset_cause() -> the birth message's "reset". On the esp32 port HARD_RESET
-# covers a panic, machine.reset() and the EN pin; the firmware never calls
-# machine.reset(), so it is reported as a crash. A wake from deep sleep is a normal start.
+# covers a panic, machine.reset() and the EN pin, so it is reported as a crash; when
+# main.py resets the unit itself it notes why on flash first (lib/flashstate.py), and the
+# birth gives that reason instead ("memory"). A wake from deep sleep is a normal start.
 RESET_CAUSES = (
     ("PWRON_RESET", "power_on"),
     ("WDT_RESET", "watchdog"),
@@ -359,10 +360,13 @@ class ESP32Board(Board):
             if wdt is not None and unit.healthy():
                 wdt.feed()  # only while every critical task of the unit is alive
             now = time.ticks_ms()
-            self._show_leds(now)
-            if self._status is not None:
-                self._status.value(now % self.heartbeat_ms < 100)
-            if time.ticks_diff(now, refreshed) >= self.refresh_ms:
-                refreshed = now
-                self._refresh()
+            try:
+                self._show_leds(now)
+                if self._status is not None:
+                    self._status.value(now % self.heartbeat_ms < 100)
+                if time.ticks_diff(now, refreshed) >= self.refresh_ms:
+                    refreshed = now
+                    self._refresh()
+            except MemoryError:
+                unit.out_of_memory("board")
             await asyncio.sleep_ms(self.tick_ms)

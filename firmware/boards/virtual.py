@@ -7,6 +7,9 @@
 #               "V <volts>"      the vehicle's supply voltage now (e.g. "V 13.8")
 #               "H busy"|"H stall"  fault injection: the event loop spins for ever, or
 #                                the keys task stops (to prove the watchdog)
+#               "H fill MS"      fault injection: take every block of the heap and hold
+#                                them MS ms (0: for good, a leak), to prove that the unit
+#                                lives through a full heap (docs/firmware-memory.md)
 #          out: "L <key> <off|on|blink|error>"  a key's LED
 #               "B <1|0>"        buzzer
 #               "W"              the watchdog is fed (the simulator resets the unit
@@ -105,11 +108,29 @@ class VirtualBoard(Board):
                 pass
         elif parts == [b"H", b"stall"]:
             unit.stall_keys = True
+        elif len(parts) == 3 and parts[:2] == [b"H", b"fill"]:
+            asyncio.create_task(self._fill(int(parts[2])))
+
+    async def _fill(self, hold_ms):
+        hog = []  # blocks of every size down to the smallest, until the heap is full
+        size = 1024
+        while size >= 16:
+            try:
+                hog.append(bytearray(size))
+            except MemoryError:
+                size //= 2
+        while not hold_ms:
+            await asyncio.sleep_ms(3600000)  # a leak: held for good
+        await asyncio.sleep_ms(hold_ms)
+        hog = None  # noqa: F841 (given back)
 
     async def _feed(self, unit):
         while True:
-            if unit.healthy():
-                self._emit("W")
+            try:
+                if unit.healthy():
+                    self._emit("W")
+            except MemoryError:
+                unit.out_of_memory("board")
             await asyncio.sleep_ms(1000)
 
     async def run(self, unit):
@@ -119,8 +140,11 @@ class VirtualBoard(Board):
         asyncio.create_task(self._feed(unit))
         panel = asyncio.StreamReader(open(self._panel_path, "rb"))
         while True:
-            line = await panel.readline()
-            if line:
-                self._panel_line(line, unit)
-            else:
-                await asyncio.sleep_ms(100)  # the simulator went away
+            try:
+                line = await panel.readline()
+                if line:
+                    self._panel_line(line, unit)
+                else:
+                    await asyncio.sleep_ms(100)  # the simulator went away
+            except MemoryError:  # a line lost: the simulator's next one reads cleanly
+                unit.out_of_memory("board")

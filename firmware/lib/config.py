@@ -36,7 +36,12 @@ DEFAULTS = {
     "backoff_max_ms": 30000,  # longest reconnect delay
     "outbox_max_bytes": 262144,  # flash for waiting messages; past it positions are thinned
     "outbox_status_cap": 500,  # waiting presses kept before the oldest is dropped
-    "report_batch": 16,  # backlog positions per message when catching up
+    "outbox_status_ram": 8,  # waiting presses held whole in RAM; the others wait on flash only
+    "report_batch": 16,  # backlog positions per message when catching up (2 while heap is short)
+    "mqtt_max_inflight": 8,  # QoS 1 messages kept for resending; past it the oldest is dropped
+    "mem_reserve_bytes": 1024,  # emergency heap reserve, given back when an allocation fails
+    "mem_reset_s": 10,  # heap starved (allocations failing, no reserve) this long: reset
+    "heap_log_s": 0,  # log the heap in use this often (s; soak tests); 0: never
     "confirm_after_s": 30,  # a press the gateway has not confirmed this long goes again
     "telemetry_s": 300,  # link, modem and memory telemetry this often while online
     "sim_pin": "",  # the SIM's PIN, if it asks for one (sent once: a wrong PIN is never retried)
@@ -51,9 +56,9 @@ DEFAULTS = {
     # private APN (the unit refuses it with broker_tls on).
     "data_path": "",
 }
-for _tunables in (reporter.TUNABLES, fixfilter.TUNABLES):
-    for _key in _tunables:
-        DEFAULTS[_key] = _tunables[_key][1]
+for _tunables in (reporter.TUNABLES, fixfilter.TUNABLES):  # (key, attribute, default, ...)
+    for _i in range(0, len(_tunables), 3):
+        DEFAULTS[_tunables[_i]] = _tunables[_i + 2]
 
 # What the gateway may change: never identity, broker or credentials, so that no push
 # can cut a unit off.
@@ -161,3 +166,20 @@ def apply_pushed(cfg, values, version):
     write_atomic(PUSHED, json.dumps({"version": version, "values": kept}))
     cfg.update(values)
     cfg["_version"] = version
+
+
+def put_in_force(unit, values, version):
+    """Settings pushed by the gateway to `unit`: checked, kept on flash, in force at once;
+    refused whole, and logged, when any is bad. (Here, not in unit.py: this module is
+    loaded for a push only.)"""
+    cfg = unit.cfg
+    try:
+        apply_pushed(cfg, values, version)
+    except (ValueError, OSError) as e:
+        unit.log("settings %d refused: %s" % (version, e))
+        return
+    unit.policy.configure(cfg)
+    unit.fixes.configure(cfg)
+    unit.keypad.debounce_ms, unit.keypad.long_press_ms = cfg["debounce_ms"], cfg["long_press_ms"]
+    unit.feedback.alarm_ms = cfg["undelivered_alarm_s"] * 1000
+    unit.log("settings %d in force: %s" % (version, ", ".join(sorted(values))))

@@ -15,12 +15,15 @@ def distance_m(lat1, lon1, lat2, lon2):
     return EARTH_M * math.sqrt(x * x + y * y)
 
 
-# config key: (attribute, default)
-TUNABLES = {
-    "gnss_min_sats": ("min_sats", 4),  # a fix needs at least this many satellites
-    "gnss_max_hdop": ("max_hdop", 5.0),  # a fix needs at most this HDOP
-    "gnss_max_speed": ("max_speed", 70.0),  # m/s implied between two fixes: more is a jump
-}
+# config key, attribute, default (one flat tuple: no
+# dict or tuple per entry in the unit's heap)
+# fmt: off
+TUNABLES = (
+    "gnss_min_sats", "min_sats", 4,  # a fix needs at least this many satellites
+    "gnss_max_hdop", "max_hdop", 5.0,  # a fix needs at most this HDOP
+    "gnss_max_speed", "max_speed", 70.0,  # m/s implied between two fixes: more is a jump
+)
+# fmt: on
 
 
 class FixFilter:
@@ -36,8 +39,8 @@ class FixFilter:
         self._jumps = 0
 
     def configure(self, cfg):
-        for key in TUNABLES:
-            attr, default = TUNABLES[key]
+        for i in range(0, len(TUNABLES), 3):
+            key, attr, default = TUNABLES[i : i + 3]
             setattr(self, attr, cfg.get(key, default) if cfg else default)
 
     def _reject(self, why):

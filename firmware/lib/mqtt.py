@@ -6,18 +6,25 @@
 # supervisor reconnects with backoff. Memory is bounded: at most max_inflight messages
 # kept for resending, at most max_packet bytes of an incoming packet; what does not fit
 # is dropped and counted (discards, oversize). The code is lean on purpose: on the unix
-# port it is loaded into the unit's 96 KB heap.
+# port it is loaded into the unit's 96 KB heap. A PUBLISH is framed in one buffer kept
+# for the client's life (`tx_bytes`), not built from pieces; a MemoryError while writing
+# drops the link, as a half-written packet would corrupt the stream. TLS code (mqtt_tls.py)
+# is loaded only for a broker with TLS.
 import asyncio
 import struct
 import time
 
-_REFUSED = {
-    1: "unacceptable protocol version",
-    2: "client id rejected",
-    3: "server unavailable",
-    4: "bad user name or password",
-    5: "not authorised",
-}
+# CONNACK return codes 1..5 (MQTT 3.1.1 §3.2.2.3)
+_REFUSED = (
+    "unacceptable protocol version",
+    "client id rejected",
+    "server unavailable",
+    "bad user name or password",
+    "not authorised",
+)
+
+
+ACK_POLL_MS = 20  # the longest step while waiting for an acknowledgement
 
 
 class MQTTError(OSError):
@@ -56,32 +63,12 @@ def _str(s):
     return struct.pack(">H", len(s)) + s
 
 
-def tls_context(cafile):
-    """An SSL context that trusts only the CA certificate in `cafile` (PEM or DER) and
-    requires the broker's certificate to be signed by it and to carry its name. No CA,
-    no link: OSError or ValueError, never an unverified connection."""
-    import ssl
-
-    try:
-        with open(cafile, "rb") as f:
-            ca = f.read()
-    except OSError:
-        raise MQTTError("TLS: no CA file %r" % cafile)
-    if b"-----" in ca:  # PEM: MicroPython's ssl takes DER
-        import binascii
-
-        ca = binascii.a2b_base64(ca.split(b"-----")[2])
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_verify_locations(cadata=ca)
-    return ctx
-
-
 class MQTTClient:
     connect_timeout_ms = 10000  # TCP, TLS handshake, CONNACK and the resending after it
     ack_timeout_ms = 10000  # PUBACK or SUBACK; past it the link is taken for dead
     max_inflight = 8  # QoS 1 messages kept for resending; past it the oldest is dropped
     max_packet = 2048  # larger incoming packets are skipped, acknowledged and counted
+    tx_bytes = 640  # the PUBLISH buffer; a larger packet is built apart (and counted)
 
     def __init__(
         self,
@@ -117,12 +104,14 @@ class MQTTClient:
         self.oversize = 0  # incoming messages dropped for being over max_packet
         self.resent = 0  # in-flight messages sent again after a reconnect
         self.protocol_errors = 0  # links dropped for bytes that were no MQTT
+        self.large = 0  # packets too large for the PUBLISH buffer, built apart
+        self.probe = None  # called with each PUBLISH framed, before it is written (heap.py)
+        self._tx = None  # the PUBLISH buffer, made at the first publish
         self._reader = self._writer = None
         self._busy = False  # a packet is being written
         self._pid = 0
         self._inflight = []  # [pid, topic, payload, retain] of QoS 1 messages not PUBACKed
         self._waiting = {}  # pid -> None, then the ack's code, for publish() and subscribe()
-        self._ack_event = asyncio.Event()
         self._last_rx = 0
 
     def _next_pid(self):
@@ -137,6 +126,12 @@ class MQTTClient:
 
     # the wire
     async def _send(self, header, body):
+        await self._write(header, None, 0, body)
+
+    async def _write(self, header, topic, pid, body):
+        """One packet: a PUBLISH of `body` to `topic` (framed in the buffer, once the link
+        is free, so no other packet can overwrite it), or with `topic` None a packet of
+        that header and body."""
         w = self._writer
         while self._busy and w is self._writer:
             await asyncio.sleep_ms(5)
@@ -144,36 +139,79 @@ class MQTTClient:
             raise MQTTError("not connected")
         self._busy = True
         try:
-            w.write(bytes([header]) + _varlen(len(body)) + body)
+            if topic is None:
+                w.write(bytes([header]) + _varlen(len(body)) + body)
+            else:
+                packet = self._framed(header, topic, pid, body)
+                if self.probe is not None:
+                    self.probe()  # the message is built: the most a publish holds at once
+                w.write(packet)
             await w.drain()
+        except MemoryError:  # part of the packet may be out: the stream is no MQTT now
+            self.close()
+            raise
         finally:
             self._busy = False
 
-    async def _read(self, n):
+    def _framed(self, header, topic, pid, payload):
+        """A PUBLISH packet (a memoryview of the reused buffer when it fits)."""
+        if isinstance(topic, str):
+            topic = topic.encode()
+        n = 2 + len(topic) + (2 if pid else 0) + len(payload)
+        if n + 5 > self.tx_bytes:
+            self.large += 1
+            body = _str(topic) + (struct.pack(">H", pid) if pid else b"") + payload
+            return bytes([header]) + _varlen(n) + body
+        buf = self._tx
+        if buf is None:
+            buf = self._tx = bytearray(self.tx_bytes)
+        buf[0] = header
+        i = 1
+        m = n
+        while True:  # the remaining length, 7 bits a byte
+            buf[i] = m & 0x7F | (0x80 if m > 0x7F else 0)
+            i += 1
+            m >>= 7
+            if not m:
+                break
+        struct.pack_into(">H", buf, i, len(topic))
+        i += 2
+        buf[i : i + len(topic)] = topic
+        i += len(topic)
+        if pid:
+            struct.pack_into(">H", buf, i, pid)
+            i += 2
+        buf[i : i + len(payload)] = payload
+        return memoryview(buf)[: i + len(payload)]
+
+    def shed(self):
+        """Out of heap: let go of the PUBLISH buffer and of the copies kept for resending
+        (the unit's outbox sends every position and press again from flash)."""
+        self._tx = None
+        self._inflight = []
+
+    async def _read_packet(self):
+        """(header, body, whole): a body over max_packet is cut there (whole False)."""
         r = self._reader
         try:
-            return await r.readexactly(n)
+            header = (await r.readexactly(1))[0]
+            n = shift = 0
+            while True:
+                b = (await r.readexactly(1))[0]
+                n |= (b & 0x7F) << shift
+                shift += 7
+                if not b & 0x80:
+                    break
+            body = await r.readexactly(min(n, self.max_packet)) if n else b""
+            skip = n - len(body)
+            while skip > 0:
+                skip -= len(await r.readexactly(min(skip, 256)))
         except EOFError:
             raise MQTTError("connection closed by the other end")
         except (OSError, AttributeError):  # AttributeError: no link at all
             if r is not None and r is self._reader:
                 raise
             raise MQTTError("link closed")  # close() took the socket away
-
-    async def _read_packet(self):
-        """(header, body, whole): a body over max_packet is cut there (whole False)."""
-        header = (await self._read(1))[0]
-        n = shift = 0
-        while True:
-            b = (await self._read(1))[0]
-            n |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                break
-        body = await self._read(min(n, self.max_packet)) if n else b""
-        skip = n - len(body)
-        while skip > 0:
-            skip -= len(await self._read(min(skip, 256)))
         self._last_rx = time.ticks_ms()
         return header, body, n == len(body)
 
@@ -222,7 +260,9 @@ class MQTTClient:
             if ssl is True:  # asyncio's own context would not verify the broker
                 raise ValueError("ssl=True: give the CA file or a verifying context")
             if isinstance(ssl, str):
-                ssl = self.ssl = tls_context(ssl)  # once, kept for the next sessions
+                from mqtt_tls import context
+
+                ssl = self.ssl = context(ssl)  # once, kept for the next sessions
             self._reader, self._writer = await asyncio.open_connection(
                 self.host, self.port, ssl=ssl, server_hostname=self.server_hostname
             )
@@ -231,7 +271,8 @@ class MQTTClient:
         if header != 0x20 or len(body) != 2:
             raise MQTTError("no CONNACK")
         if body[1]:
-            raise MQTTError("broker refused: %s (%d)" % (_REFUSED.get(body[1], "code"), body[1]))
+            why = _REFUSED[body[1] - 1] if body[1] <= len(_REFUSED) else "code"
+            raise MQTTError("broker refused: %s (%d)" % (why, body[1]))
         sp = self.session_present = bool(body[0] & 1)
         # Session Present: the broker kept the session, the unacknowledged messages go
         # again with DUP and their packet ids (MQTT 3.1.1 §4.4). Without it the session
@@ -239,8 +280,7 @@ class MQTTClient:
         for entry in self._inflight:
             if not sp:
                 entry[0] = self._next_pid()
-            body = _str(entry[1]) + struct.pack(">H", entry[0]) + entry[2]
-            await self._send((0x3A if sp else 0x32) | entry[3], body)
+            await self._write((0x3A if sp else 0x32) | entry[3], entry[1], entry[0], entry[2])
             self.resent += 1
 
     def close(self):
@@ -256,7 +296,6 @@ class MQTTClient:
                 w.s.close()  # MicroPython's Stream.close() leaves the socket open
             except (OSError, AttributeError):
                 pass
-        self._ack_event.set()  # whoever waits for an ack learns at once
 
     async def disconnect(self):
         try:
@@ -272,6 +311,7 @@ class MQTTClient:
         waiting[pid] = None
         w = self._writer
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+        step = 1  # ms: a quick ack is seen at once, a slow link polled every ACK_POLL_MS
         try:
             while waiting[pid] is None:
                 left = time.ticks_diff(deadline, time.ticks_ms())
@@ -280,11 +320,8 @@ class MQTTClient:
                 if left <= 0:
                     self.close()
                     raise MQTTError("no acknowledgement of packet %d within %d ms" % (pid, timeout_ms))
-                self._ack_event.clear()
-                try:
-                    await asyncio.wait_for_ms(self._ack_event.wait(), left)
-                except asyncio.TimeoutError:
-                    pass
+                await asyncio.sleep_ms(min(step, left))  # polled: nothing allocated to wait
+                step = min(step * 2, ACK_POLL_MS)
             return waiting[pid]
         finally:
             del waiting[pid]
@@ -295,7 +332,7 @@ class MQTTClient:
         with none within timeout_ms the link is closed and MQTTError raised."""
         retain = 1 if retain else 0
         if not qos:
-            await self._send(0x30 | retain, _str(topic) + payload)
+            await self._write(0x30 | retain, topic, 0, payload)
             return
         if self._writer is None:
             raise MQTTError("not connected")
@@ -304,7 +341,7 @@ class MQTTClient:
             self._inflight.pop(0)
             self.discards += 1
         self._inflight.append([pid, topic, payload, retain])
-        await self._send(0x32 | retain, _str(topic) + struct.pack(">H", pid) + payload)
+        await self._write(0x32 | retain, topic, pid, payload)
         await self._wait_ack(pid, timeout_ms or self.ack_timeout_ms)
 
     async def subscribe(self, topic, qos=1):
@@ -342,7 +379,6 @@ class MQTTClient:
                         del self._inflight[i]
                     if pid in self._waiting:
                         self._waiting[pid] = body[2] if kind == 0x90 else 0
-                        self._ack_event.set()
         finally:
             if self._reader is reader:  # not a newer session's link
                 self.close()

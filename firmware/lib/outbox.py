@@ -21,6 +21,15 @@
 # keeps its shape), statuses kept; beyond `status_cap` waiting statuses the oldest status
 # is dropped. Every drop is counted in `dropped` and kept in ob/stats; the unit reports
 # it in its birth message. Flash wear: appends only; a rewrite touches one segment.
+#
+# Bounded in RAM too: whole press records are held for at most `status_ram` waiting
+# presses (the oldest, and the newest, which goes out first); the others wait on flash
+# only (`on_flash`) and are read back as the ones in RAM are confirmed. So a long gateway
+# outage costs flash, not heap. Fresh positions: the newest `fresh_cap`.
+#
+# What a normal day does not use is loaded only when it is used (docs/firmware-memory.md):
+# reading the journal back (outbox_read.py: at start, and the presses that wait on flash
+# only) and making room (outbox_room.py: thinning, a full flash).
 import binascii
 import os
 import struct
@@ -78,13 +87,6 @@ def _frames(path, pos=0, where=None):
             yield head[1], body
 
 
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
 def _ident(kind, body):
     if kind == POSITION:
         return struct.unpack_from(">HI", body, 1)
@@ -105,6 +107,9 @@ class Acked:
 
     def add(self, boot, lo, hi):
         rs = self.ranges.setdefault(boot, [])
+        if rs and rs[-1][0] <= lo <= rs[-1][1] + 1 and hi >= rs[-1][1]:
+            rs[-1][1] = hi  # the common case: the next records in order, nothing allocated
+            return
         rs.append([lo, hi])
         rs.sort()
         merged = [rs[0]]
@@ -121,6 +126,7 @@ class Segment:
         self.number = number
         self.size = size
         self.waiting = 0  # records not yet acknowledged
+        self.presses = 0  # presses in it not yet confirmed (never less: a repeat may count twice)
         self.boots = {}  # boot -> [first seq, last seq] of its records
 
     def note(self, boot, seq):
@@ -138,18 +144,28 @@ class Segment:
 class Outbox:
     max_bytes = 256 * 1024
     status_cap = 500
+    status_ram = 8  # waiting presses held whole in RAM; the others wait on flash only
+    fresh_cap = 4  # the newest positions held in RAM for sending at once
     ack_flush = 16  # acknowledgements buffered before they are written
 
-    def __init__(self, folder="ob", max_bytes=None, status_cap=None, log=print):
+    def __init__(self, folder="ob", max_bytes=None, status_cap=None, log=print, status_ram=None):
         self.folder = folder
         if max_bytes:
             self.max_bytes = max_bytes
         if status_cap:
             self.status_cap = status_cap
+        if status_ram:
+            self.status_ram = status_ram
         self.log = log
         self.acked = Acked()
         self.segments = []
-        self.statuses = []  # waiting statuses, oldest first: (boot, seq, key, t, ms, lat, lon)
+        # waiting presses in RAM, oldest first, and the newest at the end:
+        # (boot, seq, key, t, ms, lat, lon); `sent`: for each, the ticks it last went out
+        # (None: not since the last rewind)
+        self.statuses = []
+        self.sent = []
+        self.on_flash = 0  # waiting presses on flash only
+        self._newest = None  # the newest press added in this boot
         self.fresh = []  # positions added since the sender last looked (newest last)
         self.dropped = {"position": 0, "status": 0}
         self.torn = 0
@@ -160,50 +176,29 @@ class Outbox:
         self._mine = None  # the number of the segment this boot appends to
         self._cursor = None  # (segment index, offset) of the backlog reader
 
-    # start-up
-
     def path(self, number):
         return "%s/%08d.log" % (self.folder, number)
 
     def open(self):
         """Read the journal: waiting statuses, acknowledgements, segment counts."""
-        try:
-            os.mkdir(self.folder)
-        except OSError:
-            pass
-        self._load_stats()
-        numbers = sorted(int(n[:8]) for n in os.listdir(self.folder) if n.endswith(".log"))
-        for number in numbers:
-            self.segments.append(self._scan_acks(number))
-        for seg in self.segments:
-            self._scan_records(seg)
-        try:
-            self._new_segment((numbers[-1] if numbers else 0) + 1)
-        except OSError as e:  # a full flash: the first write makes room, or says why
-            self.log("outbox: no new segment at start (%s)" % e)
-        self._collect()
+        import outbox_read
+
+        outbox_read.journal(self)
         return self
 
-    def _scan_acks(self, number):
-        seg = Segment(number, os.stat(self.path(number))[6])
-        for kind, body in _frames(self.path(number)):
-            if kind == ACKED:
-                for i in range(0, len(body), 10):
-                    self.acked.add(*struct.unpack_from(RANGE_FMT, body, i))
-        return seg
+    def refill(self):
+        """Presses that wait on flash only back into RAM, the oldest first."""
+        if self.on_flash > 0:
+            import outbox_read
 
-    def _scan_records(self, seg):
-        for kind, body in _frames(self.path(seg.number)):
-            if kind is None:
-                self.torn += 1
-                self.log("outbox: torn record in segment %d skipped" % seg.number)
-            elif kind != ACKED:
-                boot, seq = _ident(kind, body)
-                seg.note(boot, seq)
-                if not self.acked.has(boot, seq):
-                    seg.waiting += 1
-                    if kind == STATUS:
-                        self.statuses.append(struct.unpack(STATUS_FMT, body))
+            outbox_read.refill(self)
+
+    def _segment(self, boot, seq):
+        """The segment that holds the record (boot, seq), or None."""
+        for seg in self.segments:
+            if seg.holds(boot, seq):
+                return seg
+        return None
 
     def _new_segment(self, number):
         f = open(self.path(number), "ab")  # first: a full flash leaves the old one open
@@ -224,7 +219,11 @@ class Outbox:
                 return self._write(frame)
             except OSError as e:
                 self.write_errors += 1
-                if e.args[0] != ENOSPC or not self._free_space():
+                if e.args[0] != ENOSPC:
+                    raise
+                import outbox_room
+
+                if not outbox_room.free_space(self):
                     raise
 
     def _write(self, frame):
@@ -247,52 +246,29 @@ class Outbox:
         seg.size += len(frame)
         return seg
 
-    def _free_space(self):
-        """The flash is full. Free room, least harm first: acknowledged records; then
-        the positions of the oldest segment that has any (the whole segment when it holds
-        no waiting status). Statuses are never dropped here. True if room was made."""
-        before = self.size()
-        if self._acks:
-            self.flush()
-        if self.size() < before:
-            return True
-        for seg in self.segments:
-            if seg.number == self._mine:
-                break
-            if seg.size and not any(seg.holds(s[0], s[1]) for s in self.statuses):
-                self.segments.remove(seg)
-                os.remove(self.path(seg.number))
-                self._cursor = None
-                self.dropped["position"] += max(seg.waiting, 0)
-                self._save_stats()
-                self.log("outbox: flash full: %d positions of segment %d dropped" % (seg.waiting, seg.number))
-                return True
-            try:
-                n = self._thin(seg, keep_every=0)
-                if n:
-                    self.log("outbox: flash full: %d positions of segment %d dropped" % (n, seg.number))
-                    return True
-            except OSError:  # not even room for the statuses' copy: try the next one
-                _remove(self.path(seg.number) + ".tmp")
-        return False
-
     def add_status(self, boot, seq, key, t, ms, lat=None, lon=None):
-        rec = (
-            boot,
-            seq,
-            key,
-            t,
-            ms,
-            NO_POS if lat is None else int(round(lat * 1e7)),
-            NO_POS if lon is None else int(round(lon * 1e7)),
-        )
+        return self.add_press(status_record(boot, seq, key, t, ms, lat, lon))
+
+    def add_press(self, rec):
+        """A press (a status_record) into the outbox. A repeat of one that did not get all
+        the way in (a MemoryError) is taken once: its (boot, seq) names it."""
         self._make_room()
-        if len(self.statuses) >= self.status_cap:
-            old = self.statuses.pop(0)
-            self.dropped["status"] += 1
-            self.acknowledge(old[0], [old[1]])  # given up: leaves the journal like a sent one
-        self.statuses.append(rec)
-        self.unjournaled.append(rec)
+        boot, seq = rec[0], rec[1]
+        if not self._held(boot, seq):
+            if len(self.statuses) + self.on_flash >= self.status_cap:
+                self.refill()
+                old = self.statuses[0]
+                self.dropped["status"] += 1
+                self.confirm(old[0], old[1])  # given up: leaves the journal like a confirmed one
+            if len(self.statuses) < self.status_ram:
+                self.refill()  # the oldest in RAM first, so the bound keeps the right ones
+            self._newest = (boot, seq)
+            self._evict()
+            self.statuses.append(rec)
+            self.sent.append(None)
+            self.unjournaled.append(rec)
+        elif rec not in self.unjournaled and self._segment(boot, seq) is None:
+            self.unjournaled.append(rec)
         self._journal()
         return rec
 
@@ -306,8 +282,9 @@ class Outbox:
                 except OSError as e:
                     self.log("outbox: press %d not on flash (%s): held in memory until sent" % (rec[1], e))
                     return False
+                seg.waiting += 1  # counted before anything that allocates: a count too
+                seg.presses += 1  # high keeps a segment, one too low could lose a press
                 seg.note(rec[0], rec[1])
-                seg.waiting += 1
             self.unjournaled.pop(0)
         return True
 
@@ -321,12 +298,53 @@ class Outbox:
         except OSError:
             self.dropped["position"] += 1
             return False
-        boot, seq = _ident(POSITION, record)
-        seg.note(boot, seq)
         seg.waiting += 1
+        seg.note(*_ident(POSITION, record))
+        if len(self.fresh) >= self.fresh_cap:  # the newest few; older ones wait in the backlog
+            self.fresh.pop(0)
         self.fresh.append(record)
-        del self.fresh[:-4]  # the newest few; older ones wait in the backlog
         return True
+
+    # presses in RAM: the oldest waiting, in order, and the newest of this boot last
+
+    def _held(self, boot, seq):
+        """1 + the index of the press in RAM, or 0."""
+        for i, s in enumerate(self.statuses):
+            if s[1] == seq and s[0] == boot:
+                return i + 1
+        return 0
+
+    def _evict(self):
+        """Room for one more press in RAM: the newest but one goes to flash only (unless
+        the flash could not take it: then it stays, past the bound)."""
+        if len(self.statuses) >= self.status_ram and self.statuses[-1] not in self.unjournaled:
+            self.statuses.pop()
+            self.sent.pop()
+            self.on_flash += 1
+
+    def mark_sent(self, rec, ticks):
+        i = self._held(rec[0], rec[1])
+        if i:
+            self.sent[i - 1] = ticks
+
+    def confirm(self, boot, seq):
+        """The gateway stored this press: it leaves the outbox."""
+        if self.acked.has(boot, seq):
+            return
+        i = self._held(boot, seq)
+        if i:
+            self.statuses.pop(i - 1)
+            self.sent.pop(i - 1)
+        elif self.on_flash > 0:
+            self.on_flash -= 1
+        seg = self._segment(boot, seq)
+        if seg is not None:
+            seg.presses -= 1
+        self.acknowledge(boot, (seq,))
+
+    def shed(self):
+        """Out of heap: the fresh positions go (they are on flash, in the backlog)."""
+        self.fresh = []
 
     # acknowledgement
 
@@ -337,14 +355,16 @@ class Outbox:
                 continue
             self.acked.add(boot, seq, seq)
             self._acks.append((boot, seq))
-            for seg in self.segments:
-                if seg.holds(boot, seq):
-                    seg.waiting -= 1
+            seg = self._segment(boot, seq)
+            if seg is not None:
+                seg.waiting -= 1
+            fresh = self.fresh
+            for i in range(len(fresh)):
+                if struct.unpack_from(">I", fresh[i], 3)[0] == seq:
+                    fresh.pop(i)
                     break
             if len(self._acks) >= self.ack_flush:
                 self.flush()
-        self.statuses = [s for s in self.statuses if not self.acked.has(s[0], s[1])]
-        self.fresh = [r for r in self.fresh if not self.acked.has(*_ident(POSITION, r))]
 
     def flush(self):
         """Write buffered acknowledgements (losing them to a power cut only means a
@@ -357,14 +377,11 @@ class Outbox:
                 ranges.append([boot, seq, seq])
         self._acks = []
         for i in range(0, len(ranges), 25):  # 25 ranges of 10 bytes fit a frame
-            self._write_acks(b"".join(struct.pack(RANGE_FMT, *r) for r in ranges[i : i + 25]))
+            try:
+                self._append(ACKED, b"".join(struct.pack(RANGE_FMT, *r) for r in ranges[i : i + 25]))
+            except OSError:
+                pass  # the records are sent again after a reboot: a duplicate, not a loss
         self._collect()
-
-    def _write_acks(self, body):
-        try:
-            self._append(ACKED, body)
-        except OSError:
-            pass  # the records are sent again after a reboot: a duplicate, not a loss
 
     def _collect(self):
         """Delete fully acknowledged segments, oldest first."""
@@ -383,8 +400,11 @@ class Outbox:
         return self.fresh[-1] if self.fresh else None
 
     def rewind(self):
-        """Read the backlog from its start again (after a send failed)."""
+        """Read the backlog from its start again, and send every press in RAM again (a
+        send failed, a new session: the gateway may not have them)."""
         self._cursor = None
+        for i in range(len(self.sent)):
+            self.sent[i] = None
 
     def backlog(self, n, skip=()):
         """Up to n waiting positions, oldest first, each read once between rewinds: the
@@ -415,65 +435,10 @@ class Outbox:
         return sum(s.size for s in self.segments)
 
     def _make_room(self):
-        if self.size() <= self.max_bytes or len(self.segments) < 2:
-            return
-        self.flush()
-        for seg in self.segments[:-1]:  # the oldest segment that still has positions
-            try:
-                if self.size() <= self.max_bytes or self._thin(seg):
-                    return
-            except OSError:  # a full flash: _append makes room its own way
-                _remove(self.path(seg.number) + ".tmp")
-                return
+        if self.size() > self.max_bytes and len(self.segments) > 1:
+            import outbox_room
 
-    def _thin(self, seg, keep_every=2):
-        """Rewrite a segment keeping every `keep_every`-th waiting position (0: none);
-        returns how many waiting positions it had (0: nothing to thin, nothing written)."""
-        keep, n, gone = [], 0, 0
-        for kind, body in _frames(self.path(seg.number)):
-            if kind is None or kind == ACKED:
-                continue
-            boot, seq = _ident(kind, body)
-            if self.acked.has(boot, seq):
-                continue
-            if kind == POSITION:
-                n += 1
-                if not keep_every or n % keep_every:
-                    gone += 1
-                    continue
-            keep.append(_frame(kind, body))
-        if n == 0:
-            return 0
-        tmp = self.path(seg.number) + ".tmp"
-        with open(tmp, "wb") as f:
-            for frame in keep:
-                f.write(frame)
-        os.rename(tmp, self.path(seg.number))
-        self.dropped["position"] += gone
-        seg.size = sum(len(f) for f in keep)
-        seg.waiting = len(keep)
-        self._save_stats()
-        self.log("outbox: full, thinned segment %d: %d records kept" % (seg.number, len(keep)))
-        return n
-
-    # drop counts survive reboots
-
-    def _load_stats(self):
-        try:
-            with open(self.folder + "/stats") as f:
-                pos, st = f.read().split()
-                self.dropped["position"], self.dropped["status"] = int(pos), int(st)
-        except (OSError, ValueError):
-            pass
-
-    def _save_stats(self):
-        tmp = self.folder + "/stats.tmp"
-        try:
-            with open(tmp, "w") as f:
-                f.write("%d %d" % (self.dropped["position"], self.dropped["status"]))
-            os.rename(tmp, self.folder + "/stats")
-        except OSError:
-            pass  # a full flash: the counts still go out in memory, and are saved later
+            outbox_room.make_room(self)
 
     def close(self):
         self.flush()
@@ -482,21 +447,33 @@ class Outbox:
             self._file = None
 
 
-def sending(record, sent):
-    """The record with its send time set, as it goes on the wire."""
-    return record[:25] + struct.pack(">I", sent)
+def sending(record, sent, buf=None, off=0):
+    """The record with its send time set, as it goes on the wire: new bytes, or written
+    into `buf` at `off`."""
+    if buf is None:
+        return record[:25] + struct.pack(">I", sent)
+    buf[off : off + 29] = record
+    struct.pack_into(">I", buf, off + 25, sent)
 
 
-def status_fields(rec):
-    boot, seq, key, t, ms, lat, lon = rec
-    fields = {"key": key, "t": t, "ms": ms}
-    if lat != NO_POS:
-        fields["lat"] = lat / 1e7
-        fields["lon"] = lon / 1e7
-    return boot, seq, fields
+def status_record(boot, seq, key, t, ms, lat=None, lon=None):
+    """A press as the outbox keeps it: (boot, seq, key, t, ms, lat, lon), lat and lon in
+    1e-7 degrees (NO_POS: no position)."""
+    return (
+        boot,
+        seq,
+        key,
+        t,
+        ms,
+        NO_POS if lat is None else int(round(lat * 1e7)),
+        NO_POS if lon is None else int(round(lon * 1e7)),
+    )
 
 
 def status_payload(rec, sent):
-    boot, seq, fields = status_fields(rec)
-    fields["sent"] = sent
+    boot, seq, key, t, ms, lat, lon = rec
+    fields = {"key": key, "t": t, "ms": ms, "sent": sent}
+    if lat != NO_POS:
+        fields["lat"] = lat / 1e7
+        fields["lon"] = lon / 1e7
     return wire.encode_json("status", boot, seq, **fields)

@@ -5,20 +5,23 @@
 # Times are fix times (GNSS seconds), so the policy is the same at any replay speed.
 from fixfilter import distance_m
 
-# config key: (attribute, default); defaults chosen for emergency vehicles in a city
-TUNABLES = {
-    "report_max_period_s": ("max_period", 30),  # moving: a report at least this often, s
-    "report_min_period_s": ("min_period", 1),  # moving: never more often than this, s
-    "report_distance_m": ("distance", 500),  # moving: a report after this distance, m
-    "report_angle_deg": ("angle", 25),  # moving: a report when the heading turned this much
-    "report_angle_min_speed": ("angle_min_speed", 2.0),  # heading counts above this, m/s
-    "report_speed_delta": ("speed_delta", 12.0),  # moving: speed changed this much, m/s
-    "report_heartbeat_s": ("heartbeat", 120),  # stopped: a report this often, s
-    "report_start_speed": ("start_speed", 2.5),  # moving when faster than this ..., m/s
-    "report_start_s": ("start_s", 3),  # ... for this long, s
-    "report_stop_speed": ("stop_speed", 1.0),  # stopped when slower than this ..., m/s
-    "report_stop_s": ("stop_s", 60),  # ... for this long, s (longer than a red light)
-}
+# config key, attribute, default; defaults chosen for emergency vehicles in a city (one flat tuple: no
+# dict or tuple per entry in the unit's heap)
+# fmt: off
+TUNABLES = (
+    "report_max_period_s", "max_period", 30,  # moving: a report at least this often, s
+    "report_min_period_s", "min_period", 1,  # moving: never more often than this, s
+    "report_distance_m", "distance", 500,  # moving: a report after this distance, m
+    "report_angle_deg", "angle", 25,  # moving: a report when the heading turned this much
+    "report_angle_min_speed", "angle_min_speed", 2.0,  # heading counts above this, m/s
+    "report_speed_delta", "speed_delta", 12.0,  # moving: speed changed this much, m/s
+    "report_heartbeat_s", "heartbeat", 120,  # stopped: a report this often, s
+    "report_start_speed", "start_speed", 2.5,  # moving when faster than this ..., m/s
+    "report_start_s", "start_s", 3,  # ... for this long, s
+    "report_stop_speed", "stop_speed", 1.0,  # stopped when slower than this ..., m/s
+    "report_stop_s", "stop_s", 60,  # ... for this long, s (longer than a red light)
+)
+# fmt: on
 
 
 class ReportPolicy:
@@ -33,8 +36,8 @@ class ReportPolicy:
         self._since = None  # when the speed crossed the start or stop threshold
 
     def configure(self, cfg):
-        for key in TUNABLES:
-            attr, default = TUNABLES[key]
+        for i in range(0, len(TUNABLES), 3):
+            key, attr, default = TUNABLES[i : i + 3]
             setattr(self, attr, cfg.get(key, default) if cfg else default)
 
     def force(self, reason="status"):

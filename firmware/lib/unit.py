@@ -1,6 +1,9 @@
 # The unit: reads GNSS and the status keys, reports over MQTT, shows the crew whether
 # each press was delivered. One supervisor keeps the link up; every link fault is an
 # OSError (or EOFError from a closed stream) and leads to a reconnect with backoff.
+# No MemoryError ends it: each task catches it, the unit frees what it can rebuild (heap.py,
+# out_of_memory) and goes on; a press is noted in fixed slots before anything is allocated
+# for it, and kept until it is in the outbox (docs/firmware-memory.md).
 import asyncio
 import gc
 import os
@@ -8,110 +11,132 @@ import random
 import time
 
 import wire
-from clock import Clock
-from feedback import Feedback
-from fixfilter import FixFilter
-from flashstate import next_boot
-from keys import Keypad
-from mqtt import MQTTClient, tls_context
-from nmea import NMEADecoder
-from outbox import Outbox, sending, status_payload
-from reporter import ReportPolicy
+from heap import Restart
+from outbox import sending, status_payload, status_record
 
 FIRMWARE_VERSION = "0.1.0"
 LINK_ERRORS = (OSError, EOFError, asyncio.TimeoutError)
 # The tasks the watchdog guards, and how long each may go without a sign of life (ms):
 # the link task waits at most a publish time-out or a backoff between its beats.
 CRITICAL_TASKS = {"keys": 5000, "housekeeping": 5000, "link": 60000}
+PRESS_SLOTS = 8  # presses noted, not yet in the outbox (only while the heap is starved)
+RETRY_MS = 200  # a task that ran out of heap waits this long before it tries again
 
 
 class Unit:
-    def __init__(self, board, cfg, log=print):
-        self.board = board
-        self.cfg = cfg
-        self.log = log
-        self.unit_id = cfg["unit_id"]
-        self.boot = next_boot()
-        self.seq = 0
-        self.clock = Clock(board.rtc_time)
-        self.gnss = NMEADecoder()
-        self.gnss.on_fix = self.on_fix
-        self.fixes = FixFilter(cfg)  # the last trusted fix
-        self.policy = ReportPolicy(cfg)
-        self.last_report_ms = time.ticks_ms()
-        self.tls = None  # the TLS context, made first, while the heap is still in one piece
-        if cfg["broker_tls"] and cfg["broker_ca"]:
-            try:
-                self.tls = tls_context(cfg["broker_ca"])
-            except (OSError, ValueError) as e:  # no link then, and the link says why
-                log("tls: %s" % (e,))
-        self.storage = board.storage()
-        self.outbox = Outbox(
-            self.storage + "/ob", cfg["outbox_max_bytes"], cfg["outbox_status_cap"], log
-        ).open()
-        self.cell = board.cellular(cfg, log)  # the LTE link; None: the host's network
-        self.started_ms = time.ticks_ms()
-        self.wake = asyncio.Event()
-        self.retry_now = asyncio.Event()
-        self.link_up = False
-        self.stopping = False
-        self.feedback = Feedback(board, cfg["undelivered_alarm_s"])
-        self.keypad = Keypad(
-            board.key,
-            cfg["status_keys"],
-            cfg["long_press_keys"],
-            self.pressed,
-            cfg["debounce_ms"],
-            cfg["long_press_ms"],
-        )
-        self.client = None
-        self.reports = 0
-        self.heap_peak = 0
-        self.heap_code = 0
-        self.assignment = None  # the incident id the dispatcher assigned, if any
-        self.newest_press = None  # seq of the newest press: it goes out before older ones
-        now = time.ticks_ms()
-        self.beats = {task: now for task in CRITICAL_TASKS}  # the last sign of life of each
-        self.hung = None
-        self.stall_keys = False
-        self.sent_at = {}  # (boot, seq) of a press the broker took -> ticks: awaiting the gateway
+    """A unit's state is set up by startup.py (once, at start; then its code is given
+    back to the heap), which lists every attribute."""
 
     def next_seq(self):
         seq = self.seq
         self.seq += 1
         return seq
 
-    def topic(self, kind):
-        return wire.topic(self.unit_id, kind)
-
     # crew
     def pressed(self, key, long_press):
-        seq = self.next_seq()
-        t, ms = self.clock.split()
-        f = self.fixes
-        self.outbox.add_status(
-            self.boot, seq, key, t, ms, f.lat if f.valid else None, f.lon if f.valid else None
-        )
-        self.newest_press = seq
-        self.retry_now.set()  # no waiting out a long backoff with a press to deliver
+        """The keypad's callback: the press is noted (nothing allocated), then recorded."""
+        if self._press_count >= PRESS_SLOTS:  # only when the heap stayed starved: counted
+            self.outbox.dropped["status"] += 1
+            return
+        i = (self._press_first + self._press_count) % PRESS_SLOTS
+        self._press_key[i] = key | (0x80 if long_press else 0)
+        self._press_at[i] = time.ticks_ms()
+        self._press_count += 1
+        self.retry_now = True  # no waiting out a long backoff with a press to deliver
+        self.wake = True
+        self._take_presses()
+
+    def _take_presses(self):
+        """Each noted press into the outbox, oldest first; one that runs out of heap stays
+        noted, with its record (so its seq), and is tried again RETRY_MS later."""
+        while self._press_count:
+            try:
+                self._record(self._press_first)
+            except MemoryError:
+                self._press_retry = time.ticks_add(time.ticks_ms(), RETRY_MS)
+                self.out_of_memory("keys")
+                return
+
+    def _record(self, i):
+        rec = self._press_rec[i]
+        if rec is None:
+            t, ms = self.clock.split()
+            ms -= time.ticks_diff(time.ticks_ms(), self._press_at[i])  # when it was pressed
+            t, ms = t + ms // 1000, ms % 1000
+            f = self.fixes
+            lat, lon = (f.lat, f.lon) if f.valid else (None, None)
+            rec = self._press_rec[i] = status_record(
+                self.boot, self.next_seq(), self._press_key[i] & 0x7F, t, ms, lat, lon
+            )
+        self.outbox.add_press(rec)  # kept from here on, whatever happens next
+        self._press_rec[i] = None
+        self._press_first = (i + 1) % PRESS_SLOTS
+        self._press_count -= 1
+        self.newest_press = rec[1]
         self.policy.force("status")
-        self.feedback.pressed(key, seq)
-        self.log("key %d pressed%s: seq %d" % (key, " (long)" if long_press else "", seq))
-        self.wake.set()
+        self.feedback.pressed(rec[2], rec[1])
+        long_press = self._press_key[i] & 0x80
+        self.log("key %d pressed%s: seq %d" % (rec[2], " (long)" if long_press else "", rec[1]))
+
+    # memory
+    def out_of_memory(self, where):
+        """An allocation failed in `where`: the reserve goes back to the heap, what can be
+        rebuilt is let go (positions and presses held for sending: they are on flash; the
+        MQTT client's buffer and resend copies), counted, and the unit goes on. Starved
+        for longer than mem_reset_s, it gives up: main.py resets it."""
+        self.outbox.shed()
+        if self.client is not None:
+            self.client.shed()
+        starved = self.heap.failed()
+        try:
+            self.log("memory: allocation failed in %s; recovered (%d)" % (where, self.heap.failures))
+        except MemoryError:
+            pass
+        if starved:
+            self._give_up()
+
+    def _give_up(self):
+        """The last resort: the noted presses go to flash, then main.py resets the unit
+        (the next birth says reset "memory")."""
+        self.client = None
+        gc.collect()
+        while self._press_count:
+            try:
+                self._record(self._press_first)
+            except MemoryError:
+                break
+        try:
+            self.outbox.close()
+            self.log("memory: heap starved for %d s: reset" % (self.heap.reset_ms // 1000))
+        except (OSError, MemoryError):
+            pass
+        raise Restart("memory")
+
+    def task_failed(self, loop, context):
+        """asyncio's exception handler: a task ended by an exception it did not catch."""
+        e = context.get("exception")
+        print("unit: unhandled", e, context.get("message"))
+        if isinstance(e, MemoryError):
+            self.out_of_memory("a task")
+        elif e is not None:
+            import sys
+
+            sys.print_exception(e)
 
     def on_downlink(self, topic, payload):
         try:
-            _, _, msg = wire.decode(topic, payload)
+            msg = wire.decode_down(payload)  # our own downlink topic: the subscription's
         except ValueError as e:
             self.log("downlink refused: %s" % e)
             return
         if msg["_type"] == "ack":  # the gateway stored the press: it leaves the outbox
-            self.outbox.acknowledge(msg["boot"], [msg["seq"]])
-            self.sent_at.pop((msg["boot"], msg["seq"]), None)
+            self.outbox.confirm(msg["boot"], msg["seq"])
             if msg["boot"] == self.boot:
                 self.feedback.acked(msg["seq"])
-        elif msg["_type"] == "config":
-            self.apply_settings(msg["values"], msg["version"])
+        elif msg["_type"] == "config" and msg["version"] > self.cfg["_version"]:  # not a repeat
+            import config  # loaded for a push only
+
+            config.put_in_force(self, msg["values"], msg["version"])
         elif msg["_type"] == "assign":
             self.assignment = msg["id"]
             self.feedback.alert()
@@ -123,24 +148,6 @@ class Unit:
             self.assignment = None
             self.log("released from incident %d" % msg["id"])
 
-    def apply_settings(self, values, version):
-        """Settings pushed by the gateway: checked, kept on flash, in force at once."""
-        import config
-
-        if version <= self.cfg["_version"]:
-            return  # a repeat of what is in force
-        try:
-            config.apply_pushed(self.cfg, values, version)
-        except (ValueError, OSError) as e:
-            self.log("settings %d refused: %s" % (version, e))
-            return
-        cfg = self.cfg
-        self.policy.configure(cfg)
-        self.fixes.configure(cfg)
-        self.keypad.debounce_ms, self.keypad.long_press_ms = cfg["debounce_ms"], cfg["long_press_ms"]
-        self.feedback.alarm_ms = cfg["undelivered_alarm_s"] * 1000
-        self.log("settings %d in force: %s" % (version, ", ".join(sorted(values))))
-
     # GNSS
     async def gnss_task(self):
         stream = self.board.gnss_stream()
@@ -148,12 +155,16 @@ class Unit:
             self.log("gnss: no receiver")
             return
         buf = bytearray(128)
+        view = memoryview(buf)
         while True:
             n = await stream.readinto(buf)
             if not n:
                 await asyncio.sleep_ms(100)
                 continue
-            self.gnss.feed(memoryview(buf)[:n])
+            try:
+                self.gnss.feed(view[:n])
+            except MemoryError:  # the rest of this chunk is lost, a fix or two at most
+                self.out_of_memory("gnss")
 
     def on_fix(self, fix):
         if not self.fixes.accept(fix):
@@ -171,30 +182,42 @@ class Unit:
         )
         self.outbox.add_position(rec)
         self.last_report_ms = time.ticks_ms()
-        self.wake.set()
+        self.wake = True
 
     async def housekeeping_task(self):
-        """At a quiet point each second: collect garbage, note the live heap's peak."""
+        """At a quiet point each second: collect garbage, note the heap in use, take the
+        emergency reserve back if it was given."""
         n = 0
+        every = self.cfg["heap_log_s"]
         while True:
             await asyncio.sleep_ms(1000)
             self.beat("housekeeping")
-            gc.collect()
-            self.heap_peak = max(self.heap_peak, gc.mem_alloc())
-            n += 1
-            if n % 600 == 0:
-                self.log_stats()
-            elif n == 5:  # read by the technician's self-test (provisioning/selftest.py)
-                self.log("gnss: %d sentences in 5 s" % self.gnss.sentences)
-                self.log("supply: %s V" % self.board.supply_volts())
+            try:
+                used = self.heap.sample()
+                self.heap.arm()
+                n += 1
+                if every and n % every == 0:  # the soak tests' samples
+                    self.log("heap: %d" % used)
+                if n % 600 == 0:
+                    self.log_stats()
+                elif n == 5:  # read by the technician's self-test (provisioning/selftest.py)
+                    self.log("gnss: %d sentences in 5 s" % self.gnss.sentences)
+                    self.log("supply: %s V" % self.board.supply_volts())
+            except MemoryError:
+                self.out_of_memory("housekeeping")
 
     def log_stats(self):
+        h = self.heap
         self.log(
-            "stats: heap peak %d code %d free %d; reports %d; nmea ok %d errors %s; rejected %s"
+            "stats: heap peak %d code %d high %d free %d largest %d recovered %d; reports %d;"
+            " nmea ok %d errors %s; rejected %s"
             % (
-                self.heap_peak,
-                self.heap_code,
+                h.peak,
+                h.start,
+                h.high,
                 gc.mem_free(),
+                h.largest_free(),
+                h.failures,
                 self.reports,
                 self.gnss.sentences,
                 self.gnss.errors,
@@ -205,8 +228,13 @@ class Unit:
     async def keys_task(self):
         while True:
             self.beat("keys")
-            self.keypad.poll()
-            self.feedback.check()
+            try:
+                self.keypad.poll()
+                if self._press_count and time.ticks_diff(time.ticks_ms(), self._press_retry) >= 0:
+                    self._take_presses()
+                self.feedback.check()
+            except MemoryError:  # the LEDs' or the buzzer's output: shown at the next change
+                self.out_of_memory("keys")
             await asyncio.sleep_ms(10)
             while self.stall_keys:  # fault injection (virtual board): a task that hangs
                 await asyncio.sleep_ms(1000)
@@ -234,46 +262,56 @@ class Unit:
         one the broker took but the gateway has not confirmed for `confirm_after_s` (a
         broker crash can lose what it acknowledged but had not saved). A press leaves
         the outbox only when the gateway confirms it; a repeat costs nothing, as the
-        gateway keeps each (boot, seq) once."""
-        waiting = self.outbox.statuses
+        gateway keeps each (boot, seq) once. The outbox holds a few presses in RAM and
+        reads the others back from flash as these are confirmed."""
+        ob = self.outbox
+        if ob.on_flash and len(ob.statuses) < ob.status_ram:
+            ob.refill()
+        waiting, sent = ob.statuses, ob.sent
         if not waiting:
             return None
-        unsent = [s for s in waiting if (s[0], s[1]) not in self.sent_at]
-        if unsent:
-            newest = unsent[-1]
-            return newest if newest[1] == self.newest_press and newest[0] == self.boot else unsent[0]
+        newest = waiting[-1]
+        if sent[-1] is None and newest[1] == self.newest_press and newest[0] == self.boot:
+            return newest
+        for i in range(len(waiting)):
+            if sent[i] is None:
+                return waiting[i]
         limit = self.cfg["confirm_after_s"] * 1000
         now = time.ticks_ms()
-        for s in waiting:
-            if time.ticks_diff(now, self.sent_at[(s[0], s[1])]) >= limit:
-                self.log("press seq %d not confirmed by the gateway: sent again" % s[1])
-                return s
+        for i in range(len(waiting)):
+            if time.ticks_diff(now, sent[i]) >= limit:
+                self.log("press seq %d not confirmed by the gateway: sent again" % waiting[i][1])
+                return waiting[i]
         return None
 
     async def _publish_status(self, client, rec):
-        await client.publish(self.topic("status"), status_payload(rec, self.clock.now()), qos=1)
-        self.sent_at[(rec[0], rec[1])] = time.ticks_ms()
+        await client.publish(self.topics["status"], status_payload(rec, self.clock.now()), qos=1)
+        self.outbox.mark_sent(rec, time.ticks_ms())
 
     async def _publish_positions(self, client, records):
+        """One message of position records, their send time set, in one buffer."""
         now = self.clock.now()
-        payload = b"".join(sending(r, now) for r in records)
-        await client.publish(self.topic("pos"), payload, qos=1)
+        payload = bytearray(len(records) * 29)
+        for i, r in enumerate(records):
+            sending(r, now, payload, i * 29)
+        await client.publish(self.topics["pos"], payload, qos=1)
         for r in records:
             boot, seq = wire.ident(r)
-            self.outbox.acknowledge(boot, [seq])
+            self.outbox.acknowledge(boot, (seq,))
         self.reports += len(records)
 
     async def _send_one_round(self, client):
-        """Send the most urgent waiting message; False when nothing waits."""
+        """Send the most urgent waiting message; False when nothing waits. While the heap
+        is short (the reserve given back), backlog batches are small."""
         rec = self._next_status()
         if rec is not None:
             await self._publish_status(client, rec)
             return True
         fresh = self.outbox.newest_fresh()
         if fresh is not None:
-            await self._publish_positions(client, [fresh])
+            await self._publish_positions(client, (fresh,))
             return True
-        batch = self.outbox.backlog(self.cfg["report_batch"])
+        batch = self.outbox.backlog(self.cfg["report_batch"] if self.heap.reserve is not None else 2)
         if batch:
             await self._publish_positions(client, batch)
             return True
@@ -284,36 +322,47 @@ class Unit:
         interval = self.policy.heartbeat * 1000
         return self.fixes.valid and time.ticks_diff(time.ticks_ms(), self.last_report_ms) >= interval
 
+    async def _round(self, client):
+        """One turn of the sender: True when it sent a message and has more to send."""
+        if self._heartbeat_due():
+            self.report()
+        now = time.ticks_ms()
+        if self.tele_at is None or time.ticks_diff(now, self.tele_at) >= self.cfg["telemetry_s"] * 1000:
+            self.tele_at = now  # at the start of each session, then every telemetry_s
+            await client.publish(self.topics["tele"], self.telemetry(), qos=0)
+        return await self._send_one_round(client)
+
     async def sender(self, client):
-        self.outbox.rewind()  # whatever was in flight when the last link died goes again
-        self.sent_at = {}  # and so do presses the gateway has not confirmed
-        self.tele_at = None  # ticks of the last telemetry: none yet in this session
+        self.outbox.rewind()  # whatever was in flight when the last link died goes again,
+        self.tele_at = None  # presses the gateway has not confirmed too; telemetry at once
         while True:
             self.beat("link")
-            if self._heartbeat_due():
-                self.report()
-            now = time.ticks_ms()
-            if self.tele_at is None or time.ticks_diff(now, self.tele_at) >= self.cfg["telemetry_s"] * 1000:
-                self.tele_at = now  # at the start of each session, then every telemetry_s
-                await client.publish(self.topic("tele"), self.telemetry(), qos=0)
-            if await self._send_one_round(client):
+            try:
+                if await self._round(client):
+                    continue
+            except MemoryError:  # a link it broke is closed: the next publish ends the session
+                self.out_of_memory("sender")
+                self.outbox.rewind()
+                await asyncio.sleep_ms(RETRY_MS)
                 continue
             self.outbox.flush()
-            self.wake.clear()
-            try:
-                await asyncio.wait_for_ms(self.wake.wait(), 200)
-            except asyncio.TimeoutError:
-                pass
+            self.wake = False
+            await self._pause("wake", 200)
 
     def telemetry(self):
         """Link, modem, memory and flash, for a technician (docs/protocol.md, tele)."""
         now = self.clock.now()
+        h = self.heap
         fields = dict(
             t=now,
             sent=now,
             up=time.ticks_diff(time.ticks_ms(), self.started_ms) // 1000,
             heap_free=gc.mem_free(),
-            heap_peak=self.heap_peak,
+            heap_peak=h.peak,
+            heap_start=h.start,
+            heap_high=h.high,
+            heap_largest=h.largest_free(),
+            heap_recovered=h.failures,
             waiting=self.outbox.waiting,
             unjournaled=len(self.outbox.unjournaled),
             write_errors=self.outbox.write_errors,
@@ -331,34 +380,21 @@ class Unit:
         return wire.encode_json("tele", self.boot, self.next_seq(), **fields)
 
     # link
-    def _client(self, birth_seq):
-        will = (self.topic("conn"), wire.encode_json("will", self.boot, birth_seq), 1, True)
-        if self.client is not None:  # one client for all sessions: what it has in flight goes again
-            self.client.will = will
-            return self.client
-        cfg = self.cfg
-        user = cfg["mqtt_user"] or (self.unit_id if cfg["mqtt_password"] else None)
-        return MQTTClient(
-            self.unit_id,
-            cfg["broker_host"],
-            cfg["broker_port"],
-            user,
-            cfg["mqtt_password"] or None,
-            cfg["keepalive_s"],
-            clean=False,
-            will=will,
-            ssl=(self.tls or cfg["broker_ca"]) if cfg["broker_tls"] else None,  # no CA: no link
-            server_hostname=cfg["broker_hostname"],
-            transport=self.cell if self.cell is not None and self.cell.tcp else None,
-        )
-
     async def _session(self):
+        tasks = await self._open_session()
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    async def _open_session(self):
+        """Connect, say so (birth), subscribe: the session's tasks, started."""
         if self.cell is not None and not self.cell.up():
             raise OSError("no mobile network yet: modem %s, %s" % (self.cell.modem.state, self.cell.error))
         birth_seq = self.next_seq()
-        client = self._client(birth_seq)
-        client.on_message = self.on_downlink
-        self.client = client
+        client = self.client  # one client for every session: what it has in flight goes again
+        client.will = (self.topics["conn"], wire.encode_json("will", self.boot, birth_seq), 1, True)
         await client.connect()
         now = self.clock.now()
         birth = wire.encode_json(
@@ -369,29 +405,25 @@ class Unit:
             sent=now,
             fw=FIRMWARE_VERSION,
             board=self.board.name + "/" + self.board.revision,
-            reset=self.board.reset_cause(),
+            reset=self.reset,
             cfg=self.cfg["_version"],
             dropped=self.outbox.dropped,
             torn=self.outbox.torn,
         )
         reader = asyncio.create_task(client.run())
-        await client.publish(self.topic("conn"), birth, qos=1, retain=True)
-        await client.subscribe(self.topic("down"), 1)
+        await client.publish(self.topics["conn"], birth, qos=1, retain=True)
+        await client.subscribe(self.topics["down"], 1)
         self.link_up = True
         self.log(
             "link up: broker %s:%d, session present %s"
             % (self.cfg["broker_host"], self.cfg["broker_port"], client.session_present)
         )
-        tasks = [reader, asyncio.create_task(client.keep_alive()), asyncio.create_task(self.sender(client))]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for t in tasks:
-                t.cancel()
+        return reader, asyncio.create_task(client.keep_alive()), asyncio.create_task(self.sender(client))
 
     async def link_task(self):
         """Keep the link up: reconnect with jittered exponential backoff, from the start
-        again after a session that came up, and at once when the crew presses a key."""
+        again after a session that came up, and at once when the crew presses a key. A
+        session that ran out of heap is ended like a failed link."""
         delay = self.cfg["backoff_min_ms"]
         while not self.stopping:
             self.beat("link")
@@ -400,21 +432,27 @@ class Unit:
                 await self._session()
             except LINK_ERRORS as e:
                 self.log("link down: %r" % (e,))
+            except MemoryError:
+                self.out_of_memory("link")
             if self.client:
                 self.client.close()
             if self.stopping:
                 break
             if self.link_up:
                 delay = self.cfg["backoff_min_ms"]
-            self.retry_now.clear()
-            try:
-                await asyncio.wait_for_ms(
-                    self.retry_now.wait(), delay // 2 + random.getrandbits(16) % (delay // 2 + 1)
-                )
-            except asyncio.TimeoutError:
-                pass
+            self.retry_now = False
+            await self._pause("retry_now", delay // 2 + random.getrandbits(16) % (delay // 2 + 1))
             delay = min(delay * 2, self.cfg["backoff_max_ms"])
             gc.collect()
+        while True:  # shutting down: the goodbye ends the firmware (SystemExit)
+            await asyncio.sleep(1)
+
+    async def _pause(self, flag, ms):
+        """Wait ms, or less once the attribute `flag` is set (polled every 10 ms: waiting
+        allocates nothing, unlike a wait_for on an Event)."""
+        end = time.ticks_add(time.ticks_ms(), ms)
+        while not getattr(self, flag) and time.ticks_diff(end, time.ticks_ms()) > 0:
+            await asyncio.sleep_ms(10)
 
     def shutdown(self):
         self.stopping = True
@@ -426,7 +464,7 @@ class Unit:
             now = self.clock.now()
             try:
                 payload = wire.encode_json("bye", self.boot, self.next_seq(), t=now, sent=now)
-                await client.publish(self.topic("conn"), payload, qos=1, retain=True, timeout_ms=2000)
+                await client.publish(self.topics["conn"], payload, qos=1, retain=True, timeout_ms=2000)
                 await client.disconnect()
             except LINK_ERRORS:
                 pass
@@ -434,7 +472,8 @@ class Unit:
         self.log("shut down")
         raise SystemExit(0)
 
-    async def run(self):
+    def start(self):
+        """The unit's tasks; main.py then runs the supervisor, link_task."""
         self.log("unit %s boot %d" % (self.unit_id, self.boot))
         asyncio.create_task(self.gnss_task())
         asyncio.create_task(self.keys_task())
@@ -442,6 +481,3 @@ class Unit:
         asyncio.create_task(self.board.run(self))
         if self.cell is not None:
             asyncio.create_task(self.cell.run())
-        await self.link_task()
-        while True:
-            await asyncio.sleep(1)

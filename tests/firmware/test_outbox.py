@@ -3,6 +3,7 @@ import os
 
 from outbox import Outbox, sending, status_payload
 import wire
+import wire_decode
 
 T = 1795862700
 
@@ -18,7 +19,7 @@ def box(**kw):
 
 
 def seqs(records):
-    return [wire.decode_pos(r)["records"][0]["seq"] for r in records]
+    return [wire_decode.decode_pos(r)["records"][0]["seq"] for r in records]
 
 
 def test_waiting_records_survive_a_reboot_and_acknowledged_ones_do_not():
@@ -113,11 +114,11 @@ def test_statuses_beyond_the_hard_cap_drop_the_oldest_and_count():
 def test_payloads_as_they_go_out():
     rec = pos(7)
     out = sending(rec, T + 100)
-    got = wire.decode_pos(out)["records"][0]
+    got = wire_decode.decode_pos(out)["records"][0]
     assert got["seq"] == 7 and got["sent"] == T + 100 and got["t"] == T + 7
     ob = box()
     st = ob.add_status(1, 9, 0, T, 120, -2.21, 113.92)
-    _, _, msg = wire.decode("siaga/amb-01/status", status_payload(st, T + 3))
+    _, _, msg = wire_decode.decode("siaga/amb-01/status", status_payload(st, T + 3))
     assert msg["key"] == 0 and msg["ms"] == 120 and msg["sent"] == T + 3 and abs(msg["lat"] + 2.21) < 1e-6
 
 
@@ -154,7 +155,7 @@ def test_a_full_flash_drops_positions_oldest_first_and_keeps_every_press():
     assert ob.dropped["position"] > 0 and ob.dropped["status"] == 0
     assert not ob.unjournaled
     ob.close()
-    again = Outbox(where + "/ob", max_bytes=256 * 1024, log=lambda m: None).open()  # a reboot
+    again = Outbox(where + "/ob", max_bytes=256 * 1024, log=lambda m: None, status_ram=100).open()  # a reboot
     assert [s[1] for s in again.statuses] == presses
     first = last = None
     n = 0
@@ -189,15 +190,90 @@ def test_a_press_on_a_flash_full_of_other_data_waits_in_memory_then_reaches_flas
     for seq in range(2, 130):  # more than the segment's block still holds
         ob.add_status(1, seq, 3 + seq % 2, T + seq, 0)
     assert ob.unjournaled, "the flash took every press: not full"
-    assert _seqs_are(ob.statuses, 2, 130)  # still sent from memory
+    for rec in ob.unjournaled:  # still sent from memory: held in RAM past its bound
+        assert rec in ob.statuses
+    assert len(ob.statuses) + ob.on_flash == 128 and len(ob.statuses) > ob.status_ram
     os.remove(where + "/other")
     ob.add_position(pos(130))
     assert not ob.unjournaled
     ob.close()
     del ob
     again = Outbox(where + "/ob", log=lambda m: None).open()
-    assert _seqs_are(again.statuses, 2, 130)
+    assert _drain(again) == list(range(2, 130))
 
 
 def _seqs_are(statuses, first, end):
     return len(statuses) == end - first and all(s[1] == first + i for i, s in enumerate(statuses))
+
+
+def _drain(ob):
+    """Confirm the waiting presses oldest first, as the gateway would: their seqs, in
+    that order (the ones on flash only read back as those in RAM leave)."""
+    order = []
+    while ob.statuses or ob.on_flash:
+        if ob.on_flash and len(ob.statuses) < ob.status_ram:
+            ob.refill()
+        rec = ob.statuses[0]
+        order.append(rec[1])
+        ob.confirm(rec[0], rec[1])
+    return order
+
+
+def test_presses_past_the_ram_bound_wait_on_flash_and_come_back_in_order():
+    ob = box(status_ram=3)
+    for seq in range(10):
+        ob.add_status(1, seq, 3, T + seq, 0)
+        ob.add_position(pos(100 + seq))
+    assert [s[1] for s in ob.statuses] == [0, 1, 9]  # the oldest, and the newest
+    assert ob.on_flash == 7 and len(ob.sent) == 3
+    ob.confirm(1, 9)  # the newest goes first, and is confirmed
+    ob.confirm(1, 0)
+    ob.refill()
+    assert [s[1] for s in ob.statuses] == [1, 2, 3] and ob.on_flash == 5
+    ob.add_status(1, 10, 4, T + 10, 0)  # a new press: the newest stays in RAM
+    assert [s[1] for s in ob.statuses] == [1, 2, 10] and ob.on_flash == 6
+    assert _drain(ob) == [1, 2, 3, 4, 5, 6, 7, 8, 10]
+    assert ob.waiting == 10  # positions only: every press left
+
+
+def test_after_a_reboot_the_oldest_presses_are_in_ram_the_rest_on_flash():
+    ob = box(status_ram=4)
+    for seq in range(12):
+        ob.add_status(1, seq, 3, T + seq, 0)
+    ob.confirm(1, 11)
+    ob.close()
+    again = box(status_ram=4)
+    assert [s[1] for s in again.statuses] == [0, 1, 2, 3] and again.on_flash == 7
+    assert _drain(again) == list(range(11))
+
+
+def test_the_hard_cap_counts_the_presses_on_flash_too():
+    ob = box(status_ram=2, status_cap=5)
+    for seq in range(8):
+        ob.add_status(1, seq, 3, T + seq, 0)
+    assert ob.dropped["status"] == 3
+    assert len(ob.statuses) + ob.on_flash == 5
+    assert _drain(ob) == [3, 4, 5, 6, 7]
+
+
+def test_a_press_tried_again_after_a_memory_error_is_kept_once():
+    from outbox import status_record
+
+    ob = box(status_ram=4)
+    rec = status_record(1, 5, 3, T, 0)
+    ob.add_press(rec)
+    ob.add_press(rec)  # the unit's retry after a MemoryError halfway through the first
+    assert [s[1] for s in ob.statuses] == [5] and not ob.unjournaled
+    ob.close()
+    assert [s[1] for s in box().statuses] == [5]
+
+
+def test_shed_lets_go_of_fresh_positions_and_keeps_every_press():
+    ob = box(status_ram=8)
+    for seq in range(5):
+        ob.add_status(1, seq, 3, T + seq, 0)
+        ob.add_position(pos(100 + seq))
+    ob.shed()  # out of heap
+    assert not ob.fresh and ob.newest_fresh() is None
+    assert seqs(ob.backlog(10)) == [100, 101, 102, 103, 104]  # on flash, still to send
+    assert _drain(ob) == [0, 1, 2, 3, 4]

@@ -1,0 +1,83 @@
+# The unit's heap, measured and defended (docs/firmware-memory.md). An allocation that
+# fails must not end the unit:
+#   - an emergency reserve is taken at start and given back to the heap when an
+#     allocation fails, so that the recovery itself (a log line, a collection, a link
+#     closed) can run; it is taken again once the heap has room;
+#   - starved for longer than `reset_ms` (failures go on, the reserve cannot be taken
+#     back), the unit gives up: main.py resets it, and its next birth says "memory".
+# Figures, for the technician's telemetry: the heap in use at start, the peak sampled at
+# quiet points (each second, after a collection), the high-water mark sampled at the
+# allocation-heavy points too (each message framed, before it is written), and the
+# largest free block.
+import gc
+import time
+
+
+class Restart(BaseException):
+    """Raised to end the firmware on purpose (not an Exception: no task catches it, it
+    stops the event loop): main.py resets the unit, args[0] the reason ("memory")."""
+
+
+class Heap:
+    def __init__(self, reserve=2048, reset_s=10):
+        self.reserve_bytes = reserve
+        self.reset_ms = reset_s * 1000
+        self.reserve = None
+        self.start = 0  # bytes in use once the unit was built
+        self.peak = 0  # the most in use at a quiet point
+        self.high = 0  # the most in use at any point sampled, quiet or busy
+        self.failures = 0  # allocations that failed and were recovered from
+        self._starved = None  # ticks of the first failure since the reserve was held
+        self.arm()
+
+    def arm(self):
+        """Take the reserve, if it is not held; True when it is."""
+        if self.reserve is None:
+            try:
+                self.reserve = bytearray(self.reserve_bytes)
+            except MemoryError:
+                return False
+        self._starved = None
+        return True
+
+    def failed(self):
+        """An allocation failed: the reserve goes back to the heap. True when the heap has
+        been starved for longer than reset_ms: time for the last resort."""
+        self.reserve = None
+        self.failures += 1
+        now = time.ticks_ms()
+        if self._starved is None:
+            self._starved = now
+        gc.collect()
+        return time.ticks_diff(now, self._starved) > self.reset_ms
+
+    def sample(self):
+        """A quiet point: collect, and note the heap in use."""
+        gc.collect()
+        n = gc.mem_alloc()
+        if n > self.peak:
+            self.peak = n
+        if n > self.high:
+            self.high = n
+        return n
+
+    def probe(self):
+        """A busy point (what was just built is still referenced): the live heap now."""
+        gc.collect()
+        n = gc.mem_alloc()
+        if n > self.high:
+            self.high = n
+
+    @staticmethod
+    def largest_free(grain=16):
+        """The largest block the heap can give now, in bytes, found by allocating."""
+        lo, hi = 0, gc.mem_free()
+        while hi - lo > grain:
+            mid = (lo + hi) // 2
+            try:
+                block = bytearray(mid)
+                lo = mid
+            except MemoryError:
+                hi = mid
+            block = None  # noqa: F841 (given back before the next try)
+        return lo
