@@ -7,33 +7,43 @@ import asyncio
 import json
 import math
 import time
+from typing import Literal
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
-from . import __version__, api_dispatch, api_reports, auth, availability, protocol, store, web
+from . import __version__, api_dispatch, api_reports, auth, availability, protocol, store, unit_settings, web
+from .api_docs import document_errors
+from .api_params import UNIT_ID, Availability, Strict, UnitKind, known_query
 from .errors import ApiError, BadRequest, NotFound
+from .limits import BodyLimit
+from .pipeline import Action
 
-KINDS = ("ambulance", "fire_truck", "rescue", "police", "other")
 REGISTRY_POLL_S = 2.0  # how often a quiet live stream looks for units decommissioned or enabled
 
 
-class UnitIn(BaseModel):
-    unit_id: str = Field(pattern=protocol.UNIT_ID.pattern)
-    kind: str = "other"
-    callsign: str = ""
-    agency: str = ""
-    home_name: str | None = None
-    home_lat: float | None = Field(None, ge=-90, le=90)
-    home_lon: float | None = Field(None, ge=-180, le=180)
-    status_scheme: str = "default"
+def unit_model(schemes):
+    """A registry entry as POST /units takes it; `schemes`: the status schemes' names."""
+
+    class UnitIn(Strict):
+        unit_id: str = Field(pattern=protocol.UNIT_ID.pattern)
+        kind: UnitKind = "other"
+        callsign: str = Field("", max_length=32)
+        agency: str = Field("", max_length=64)
+        home_name: str | None = Field(None, max_length=100)
+        home_lat: float | None = Field(None, ge=-90, le=90)
+        home_lon: float | None = Field(None, ge=-180, le=180)
+        status_scheme: Literal[tuple(sorted(schemes))] = "default"
+
+    return UnitIn
 
 
-class SettingsIn(BaseModel):
-    values: dict[str, int | float | str | bool | list[int]]
+class SettingsIn(Strict):
+    values: unit_settings.values_model()
 
 
 def user_of():
@@ -72,8 +82,37 @@ def with_registry(row, view, gone):
     return availability.decommissioned(out, gone.get(row["unit_id"]))
 
 
+def with_clock(device, trust):
+    """The device with how far the unit's clock is off: its latest telemetry's send time
+    against its arrival (telemetry is never queued by the broker, so the gap is the
+    clock's, plus a moment's travel). `clock_off` flags more than the tolerance."""
+    tele = device and device.get("telemetry")
+    if not tele or tele.get("sent") is None:
+        return device
+    offset = round(tele["sent"] - tele["received_at"], 1)
+    return dict(device, clock_offset_s=offset, clock_off=abs(offset) > trust.max_clock_ahead)
+
+
 def sse(unit):
     return f"event: unit\ndata: {json.dumps(unit)}\n\n"
+
+
+def allowed_methods(app, scope):
+    """The methods some route of `app` takes at the request's path."""
+    methods = set()
+    for route in app.routes:
+        match, _ = route.matches(dict(scope, method="GET"))
+        if match != Match.NONE and getattr(route, "methods", None):
+            for method in ("GET", "POST", "PUT", "DELETE"):
+                if route.matches(dict(scope, method=method))[0] == Match.FULL:
+                    methods.add(method)
+    return sorted(methods)
+
+
+def _why(error):
+    if error["type"] == "extra_forbidden":
+        return "not a field this takes"
+    return error["msg"][:200]
 
 
 def error_body(status, code, message):
@@ -87,20 +126,25 @@ def _install_errors(app):
 
     @app.exception_handler(RequestValidationError)
     async def bad_params(request, exc):
-        parts = ["/".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in exc.errors()]
+        parts = ["/".join(str(p) for p in e["loc"])[:80] + ": " + _why(e) for e in exc.errors()[:10]]
         return error_body(400, "bad_request", "; ".join(parts))
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc):
-        code = "not_found" if exc.status_code == 404 else "http_error"
-        return error_body(exc.status_code, code, str(exc.detail))
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        reply = error_body(exc.status_code, code, str(exc.detail))
+        reply.headers.update(exc.headers or {})
+        if exc.status_code == 405:  # every method the path takes, not only its first route's
+            reply.headers["Allow"] = ", ".join(allowed_methods(request.app, request.scope))
+        return reply
 
 
 def create_app(gw):
     """`gw` is the running gateway (gateway.service.Gateway)."""
     guard = auth.Auth(gw.store, gw.settings.get("session_lifetime", auth.SESSION_LIFETIME))
     app = FastAPI(
-        dependencies=[Depends(guard.authorize)],  # every route: auth.ROUTES, default deny
+        # every route: auth.ROUTES, default deny; only the query parameters it takes
+        dependencies=[Depends(guard.authorize), Depends(known_query)],
         title="Siaga gateway",
         version=__version__,
         openapi_url="/api/v1/openapi.json",
@@ -126,58 +170,88 @@ def create_app(gw):
     app.include_router(api_dispatch.router(gw, registered, unit_json, user_of, decommissioned))
     app.include_router(api_reports.router(gw, registered, reader))
 
-    @app.get("/api/v1/health")
+    @app.get("/api/v1/health", responses={503: {"description": "degraded: `problems` says why"}})
     def health():
-        return {
-            "status": "ok",
+        """Whether the gateway takes in what units send: 200 ok, or 503 degraded when
+        ingest has stalled (nothing committed for `ingest_stall_after` s while messages
+        wait) or the broker is unreachable; `problems` says which."""
+        ingest = gw.ingest.health()
+        body = {
+            "status": "degraded" if ingest["problems"] else "ok",
             "version": __version__,
-            "mqtt_connected": gw.ingest.connected.is_set(),
+            **ingest,
             "units": len(gw.pipeline.registry),
             "accepted": gw.pipeline.accepted,  # since this start
+            "duplicates": gw.pipeline.duplicates,  # since this start: stored before, changed nothing
             "refused": dict(gw.pipeline.refused),  # since this start, by reason
             "quarantined": store.quarantine_counts(reader),  # kept in quarantine, by reason
         }
+        return JSONResponse(body, status_code=503 if ingest["problems"] else 200)
 
     @app.get("/api/v1/units")
-    def units(kind: str | None = None, availability: str | None = None):
+    def units(kind: UnitKind | None = None, availability: Availability | None = None):
         rows = sorted(gw.pipeline.registry.values(), key=lambda r: r["unit_id"])
         gone = decommissioned(fresh=True)
         out = [unit_json(r, gone=gone) for r in rows if kind in (None, r["kind"])]
         return [u for u in out if availability in (None, u["availability"])]
 
+    UnitIn = unit_model(gw.pipeline.schemes)  # noqa: N806 (a class)
+
     @app.post("/api/v1/units", status_code=201)
     def register(unit: UnitIn):
-        if unit.kind not in KINDS:
-            raise BadRequest(f"kind must be one of {', '.join(KINDS)}")
-        if unit.status_scheme not in gw.pipeline.schemes:
-            raise BadRequest(f"status_scheme must be one of {', '.join(sorted(gw.pipeline.schemes))}")
         row = gw.store.upsert_unit(unit.model_dump())
         gw.pipeline.refresh_registry()
         return unit_json(row)
 
     @app.get("/api/v1/units/{unit_id}")
-    def unit(unit_id: str, request: Request):
+    def unit(request: Request, unit_id: str = UNIT_ID):
         """One unit; with the device permission (technician, supervisor) also its device
-        and the settings last pushed to it."""
+        (with how far its clock is off) and the settings last pushed to it."""
         out = unit_json(registered(unit_id))
         if auth.may(request, "device"):
-            out["device"] = store.device(reader, unit_id)
+            out["device"] = with_clock(store.device(reader, unit_id), gw.pipeline.trust)
             out["settings_pushed"] = gw.store.last_push(unit_id)
         return out
 
-    @app.put("/api/v1/units/{unit_id}/settings", status_code=202)
-    def push_settings(unit_id: str, settings: SettingsIn):
-        """Push settings to a unit over its downlink. The unit checks them, keeps them
-        and reports the version in force (`device.cfg`) at its next birth."""
-        registered(unit_id)
-        if not settings.values:
-            raise BadRequest("values is empty: name at least one setting")
-        version, merged = gw.store.push_settings(unit_id, settings.values)
+    def push(unit_id, values, remove=()):
+        version, merged = gw.store.push_settings(unit_id, values, remove)
         gw.ingest.send_down(protocol.down_topic(unit_id), protocol.encode_config(version, merged))
         return {"unit_id": unit_id, "version": version, "values": merged}
 
+    @app.put("/api/v1/units/{unit_id}/settings", status_code=202)
+    def push_settings(settings: SettingsIn, unit_id: str = UNIT_ID):
+        """Push settings to a unit over its downlink: only settings a unit takes, each in
+        its range (gateway/unit_settings.py), or 400. The unit is sent the whole set
+        pushed so far, keeps it, and reports the version in force (`device.cfg`) at its
+        next birth."""
+        registered(unit_id)
+        values = settings.values.model_dump(exclude_unset=True)
+        if not values:
+            raise BadRequest("values is empty: name at least one setting")
+        return push(unit_id, unit_settings.check(values))
+
+    @app.delete("/api/v1/units/{unit_id}/settings/{name}", status_code=202)
+    def remove_setting(unit_id: str = UNIT_ID, name: str = Path(pattern="^[a-z0-9_]{1,64}$")):
+        """Take one pushed setting back: the unit returns to its own value for it (its
+        config.json, or the firmware's default)."""
+        registered(unit_id)
+        last = gw.store.last_push(unit_id)
+        if last is None or name not in last["values"]:
+            raise NotFound(f"{name!r} was not pushed to {unit_id}")
+        return push(unit_id, {}, (name,))
+
+    @app.post("/api/v1/units/{unit_id}/reset-counters")
+    def reset_counters(user: str = user_of(), unit_id: str = UNIT_ID):
+        """Forget which boots and message numbers the unit has used, and its link state:
+        its next birth counts whatever boot it names. `siaga unit rotate`, `move` and
+        `decommission` do this; for a unit whose counters were forged ahead (boot_jump,
+        seq_jump in quarantine) or that was given new hardware."""
+        registered(unit_id)
+        action_id, _ = gw.ingest.submit(Action(unit_id, "reset_ids", gw.clock(), user))
+        return {"action_id": action_id, "unit": unit_json(gw.pipeline.registry[unit_id])}
+
     @app.get("/api/v1/units/{unit_id}/statuses")
-    def statuses(unit_id: str, limit: int = Query(100, ge=1, le=10000)):
+    def statuses(unit_id: str = UNIT_ID, limit: int = Query(100, ge=1, le=10000)):
         registered(unit_id)
         scheme = gw.pipeline.scheme_for(unit_id)
         rows = store.statuses(reader, unit_id, limit)
@@ -186,7 +260,11 @@ def create_app(gw):
             r["label"] = s.label_id if s else None
         return rows
 
-    @app.get("/api/v1/stream")
+    @app.get(
+        "/api/v1/stream",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}},
+    )
     async def stream(request: Request):
         sub = gw.hub.subscribe()
 
@@ -230,4 +308,6 @@ def create_app(gw):
         )
 
     web.mount(app, gw)  # the dispatcher's map at /
+    document_errors(app)
+    app.add_middleware(BodyLimit)
     return app

@@ -1,39 +1,30 @@
 """Dispatcher actions and the nearest available units (/api/v1)."""
 
 import time
-from typing import Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from . import availability
+from .api_params import INCIDENT_KINDS, UNIT_ID, IncidentKind, Integer, Strict, UnitKind
 from .errors import BadRequest, Conflict
 from .pipeline import Action
 from .response_times import WIB
 
-# The kinds of incident, and the kinds of unit that fit each, best first.
-INCIDENT_KINDS = {
-    "fire": ("fire_truck", "rescue"),
-    "traffic_accident": ("ambulance", "rescue", "fire_truck", "police"),
-    "medical": ("ambulance",),
-    "security": ("police",),
-    "other": ("ambulance", "fire_truck", "rescue", "police", "other"),
-}
 
-
-class AssignIn(BaseModel):
+class AssignIn(Strict):
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
-    kind: Literal["fire", "traffic_accident", "medical", "security", "other"]
+    kind: IncidentKind
     note: str = Field("", max_length=500)
 
 
-class StatusIn(BaseModel):
-    key: int = Field(ge=0, le=9)
+class StatusIn(Strict):
+    key: Integer = Field(ge=0, le=9)
     reason: str = Field(min_length=1, max_length=500)
 
 
-class ReasonIn(BaseModel):
+class ReasonIn(Strict):
     reason: str = Field("", max_length=500)
 
 
@@ -64,18 +55,18 @@ def router(gw, registered, unit_json, user_of, decommissioned):
             )
 
     @r.post("/units/{unit_id}/assign")
-    def assign(unit_id: str, body: AssignIn, user: str = user_of()):
+    def assign(body: AssignIn, user: str = user_of(), unit_id: str = UNIT_ID):
         """Assign the unit to an incident; it is `assigned` until its crew presses 3. A
         decommissioned unit cannot be assigned (409, `decommissioned`)."""
         in_service(unit_id, "assigned")
         return run(unit_id, "assign", user, incident=body.model_dump())
 
     @r.post("/units/{unit_id}/release")
-    def release(unit_id: str, body: ReasonIn | None = None, user: str = user_of()):
+    def release(body: ReasonIn | None = None, user: str = user_of(), unit_id: str = UNIT_ID):
         return run(unit_id, "release", user, reason=body.reason if body else "")
 
     @r.post("/units/{unit_id}/status")
-    def set_status(unit_id: str, body: StatusIn, user: str = user_of()):
+    def set_status(body: StatusIn, user: str = user_of(), unit_id: str = UNIT_ID):
         """Set a unit's status for its crew, with a reason."""
         in_service(unit_id, "given a status")
         status = gw.pipeline.scheme_for(unit_id).get(body.key)
@@ -84,22 +75,22 @@ def router(gw, registered, unit_json, user_of, decommissioned):
         return run(unit_id, "status", user, key=body.key, reason=body.reason)
 
     @r.post("/units/{unit_id}/lock")
-    def lock(unit_id: str, body: ReasonIn | None = None, user: str = user_of()):
+    def lock(body: ReasonIn | None = None, user: str = user_of(), unit_id: str = UNIT_ID):
         """While locked, crew presses are recorded and shown but do not change the status."""
         in_service(unit_id, "locked")
         return run(unit_id, "lock", user, reason=body.reason if body else "")
 
     @r.post("/units/{unit_id}/unlock")
-    def unlock(unit_id: str, body: ReasonIn | None = None, user: str = user_of()):
+    def unlock(body: ReasonIn | None = None, user: str = user_of(), unit_id: str = UNIT_ID):
         return run(unit_id, "unlock", user, reason=body.reason if body else "")
 
     @r.post("/units/{unit_id}/clear-emergency")
-    def clear_emergency(unit_id: str, body: ReasonIn | None = None, user: str = user_of()):
+    def clear_emergency(body: ReasonIn | None = None, user: str = user_of(), unit_id: str = UNIT_ID):
         """Only this clears an emergency."""
         return run(unit_id, "clear_emergency", user, reason=body.reason if body else "")
 
     @r.post("/units/{unit_id}/ack-emergency")
-    def ack_emergency(unit_id: str, user: str = user_of()):
+    def ack_emergency(user: str = user_of(), unit_id: str = UNIT_ID):
         """A dispatcher has seen the emergency: every dispatcher's alarm stops. The
         emergency goes on until it is cleared."""
         if unit_json(registered(unit_id))["emergency"] is None:
@@ -110,16 +101,14 @@ def router(gw, registered, unit_json, user_of, decommissioned):
     def nearest(
         lat: float = Query(ge=-90, le=90),
         lon: float = Query(ge=-180, le=180),
-        incident_kind: str | None = None,
-        kind: str | None = None,
+        incident_kind: IncidentKind | None = None,
+        kind: UnitKind | None = None,
         limit: int = Query(5, ge=1, le=100),
     ):
         """Available units nearest to a point, by straight-line distance, with the age
         of the position it is measured from."""
-        if incident_kind is not None and incident_kind not in INCIDENT_KINDS:
-            raise BadRequest(f"incident_kind must be one of {', '.join(INCIDENT_KINDS)}")
         kinds = (kind,) if kind else INCIDENT_KINDS.get(incident_kind or "other")
-        now = time.time()
+        now = gw.clock()
         out = []
         gone = decommissioned(fresh=True)  # out of service, never offered (availability.decommissioned)
         for row in gw.pipeline.registry.values():

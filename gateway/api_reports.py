@@ -1,30 +1,24 @@
 """History for analysis: tracks as GeoJSON, response times per assignment (/api/v1)."""
 
-import time
 from datetime import datetime
 from typing import Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from . import response_times, store
+from .api_params import FROM, TO, UNIT_ID, UNIT_ID_QUERY, Time
 from .errors import BadRequest
 
 
-def parse_time(value, default):
-    """Unix seconds or ISO 8601 (UTC unless it says otherwise)."""
+def seconds(value, default):
+    """A time parameter (api_params.Time) as Unix seconds; `default` when it is not given."""
     if value is None:
         return default
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"{value!r} is not a time: give Unix seconds or ISO 8601") from None
-    if dt.tzinfo is None:
-        raise BadRequest(f"{value!r} has no time zone: add Z or +07:00") from None
-    return dt.timestamp()
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise BadRequest(f"{value.isoformat()} has no time zone: add Z or +07:00")
+        return value.timestamp()
+    return float(value)
 
 
 def router(gw, registered, reader):
@@ -32,14 +26,14 @@ def router(gw, registered, reader):
 
     @r.get("/units/{unit_id}/track")
     def track(
-        unit_id: str,
-        since: str | None = Query(None, alias="from"),
-        until: str | None = Query(None, alias="to"),
+        unit_id: str = UNIT_ID,
+        since: Time | None = FROM,
+        until: Time | None = TO,
     ):
         """The unit's positions as a GeoJSON LineString (default: the last hour)."""
         registered(unit_id)
-        end = parse_time(until, time.time())
-        start = parse_time(since, end - 3600)
+        end = seconds(until, gw.clock())
+        start = seconds(since, end - 3600)
         if start > end:
             raise BadRequest("from is after to")
         rows = store.track(reader, unit_id, start, end)
@@ -76,24 +70,24 @@ def router(gw, registered, reader):
 
     @r.get("/assignments")
     def assignments(
-        unit_id: str | None = None,
-        since: str | None = Query(None, alias="from"),
-        until: str | None = Query(None, alias="to"),
+        unit_id: str | None = UNIT_ID_QUERY,
+        since: Time | None = FROM,
+        until: Time | None = TO,
     ):
         """Every assignment with its milestones and response times, in seconds."""
         if unit_id is not None:
             registered(unit_id)
-        return _times(unit_id, parse_time(since, 0), parse_time(until, time.time() + 1))
+        return _times(unit_id, seconds(since, 0), seconds(until, gw.clock() + 1))
 
     @r.get("/response-times")
     def summary(
         group: Literal["unit", "day"] = "unit",
-        since: str | None = Query(None, alias="from"),
-        until: str | None = Query(None, alias="to"),
+        since: Time | None = FROM,
+        until: Time | None = TO,
     ):
         """Per unit or per day (WIB): count, median, 90th percentile and max of turnout,
         travel, on scene and transport times, in seconds."""
-        rows = _times(None, parse_time(since, 0), parse_time(until, time.time() + 1))
+        rows = _times(None, seconds(since, 0), seconds(until, gw.clock() + 1))
         return response_times.summary(rows, group)
 
     return r

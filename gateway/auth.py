@@ -24,10 +24,11 @@ import re
 import secrets
 import threading
 import time
-from typing import NamedTuple
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal, NamedTuple
 
-from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Path, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ApiError, BadRequest, NotFound
 
@@ -53,6 +54,8 @@ ROUTES = {
     ("POST", "/api/v1/units"): "units",
     ("GET", UNIT): "view",  # its `device` part only with the device permission
     ("PUT", UNIT + "/settings"): "units",
+    ("DELETE", UNIT + "/settings/{name}"): "units",
+    ("POST", UNIT + "/reset-counters"): "units",
     ("GET", UNIT + "/statuses"): "view",
     ("GET", UNIT + "/track"): "view",
     ("POST", UNIT + "/assign"): "dispatch",
@@ -79,7 +82,13 @@ CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 SESSION_LIFETIME = 12 * 3600.0  # a dispatch shift; the gateway's `session_lifetime` setting
 LOGIN_FAILURES_ALLOWED = 5  # failed logins in a row for one name before it is throttled
+ADDRESS_FAILURES_ALLOWED = 20  # failed logins from one client address, whatever the names
 LOGIN_THROTTLE_S = 60.0
+# Password checks at once (16 MiB and ~35 ms each), on a pool of as many threads; more:
+# 429 at once. On the request threads instead, every thread that ever checked one would
+# keep its own 16 MiB (glibc's per-thread arenas): a login flood grew the gateway by 500 MB.
+HASH_SLOTS = 2
+THROTTLE_ENTRIES = 10_000  # names and addresses remembered; the oldest are forgotten past it
 MIN_PASSWORD = 8
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}  # 16 MiB and some 35 ms a hash
@@ -290,8 +299,9 @@ class Auth:
         self.lifetime = float(lifetime)
         self.recheck_s = min(15.0, self.lifetime / 2)  # how often a live stream re-checks its login
         self.clock = clock
-        self.failures = {}  # user name -> (failed logins in a row, time of the last)
-        self.failures_lock = threading.Lock()
+        self.throttle = Throttle(clock)
+        self.hashing = threading.BoundedSemaphore(HASH_SLOTS)
+        self.hasher = ThreadPoolExecutor(HASH_SLOTS, thread_name_prefix="siaga-password")
 
     # the app-level dependency
     def authorize(self, request: Request):
@@ -341,16 +351,29 @@ class Auth:
         return principal
 
     # logins
-    def login(self, name, password):
-        """(Principal, session id, CSRF token), or BadCredentials / Throttled."""
-        self._throttle(name)
-        row = _one(self.reader, "select role, password_hash, disabled_at from users where name = ?", [name])
-        ok = check_password(password, row[1] if row else _DUMMY_HASH)
-        if not (ok and row[2] is None and row[0] in ROLES):
-            self._failed(name)
+    def login(self, name, password, address=""):
+        """(Principal, session id, CSRF token), or BadCredentials / Throttled. At most
+        LOGIN_FAILURES_ALLOWED guesses count for a name, and ADDRESS_FAILURES_ALLOWED
+        for a client address, within LOGIN_THROTTLE_S: each attempt is booked before its
+        password is checked, so guesses sent at once count as much as guesses in a row;
+        at most HASH_SLOTS checks run at once."""
+        keys = ("name:" + name, "address:" + address)
+        self.throttle.book(keys, (LOGIN_FAILURES_ALLOWED, ADDRESS_FAILURES_ALLOWED), name)
+        ok = None  # not checked: counts for nothing
+        try:
+            sql = "select role, password_hash, disabled_at from users where name = ?"
+            row = _one(self.reader, sql, [name])
+            if not self.hashing.acquire(blocking=False):
+                raise Throttled("the gateway is busy checking other logins; try again in a moment")
+            try:  # on the pool's own threads: each keeps its 16 MiB of scrypt memory for reuse
+                good = self.hasher.submit(check_password, password, row[1] if row else _DUMMY_HASH).result()
+            finally:
+                self.hashing.release()
+            ok = bool(good and row[2] is None and row[0] in ROLES)
+        finally:
+            self.throttle.settle(keys, ok)
+        if not ok:
             raise BadCredentials("wrong user name or password, or the user is disabled")
-        with self.failures_lock:
-            self.failures.pop(name, None)
         with self.store.atomic() as db:
             sid, csrf = new_session(db, name, self.lifetime, self.clock())
         return Principal(name, row[0], "session", csrf), sid, csrf
@@ -361,22 +384,58 @@ class Auth:
             with self.store.atomic() as db:
                 db.execute("delete from sessions where id_hash = ?", [_sha256(sid)])
 
-    def _throttle(self, name):
-        with self.failures_lock:
-            count, last = self.failures.get(name, (0, 0.0))
-        wait = last + LOGIN_THROTTLE_S - self.clock()
-        if count >= LOGIN_FAILURES_ALLOWED and wait > 0:
-            raise Throttled(f"too many failed logins for {name!r}; try again in {wait:.0f} s")
 
-    def _failed(self, name):
+class Throttle:
+    """Failed logins per key (a name, a client address): (failures, attempts under way,
+    time of the last failure). Booking and settling happen under one lock, so attempts
+    made at once cannot all pass a check that each alone would pass."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.entries = {}
+
+    def book(self, keys, allowed, name):
         now = self.clock()
-        with self.failures_lock:
-            if len(self.failures) > 10000:  # names tried at random: forget the old ones
-                self.failures = {k: v for k, v in self.failures.items() if now - v[1] < LOGIN_THROTTLE_S}
-            count, last = self.failures.get(name, (0, 0.0))
-            if count >= LOGIN_FAILURES_ALLOWED:  # a throttle that ran out starts over
-                count = 0
-            self.failures[name] = (count + 1, now)
+        with self.lock:
+            for key, most in zip(keys, allowed, strict=True):
+                failures, pending, last = self.entries.get(key, (0, 0, 0.0))
+                if now - last >= LOGIN_THROTTLE_S:
+                    failures = 0  # a throttle that ran out starts over
+                if failures + pending >= most:
+                    wait = max(1.0, last + LOGIN_THROTTLE_S - now) if failures >= most else 1.0
+                    what = f"for {name[:64]!r}" if key.startswith("name:") else "from this address"
+                    raise Throttled(f"too many logins tried {what}; try again in {wait:.0f} s")
+            for key in keys:
+                failures, pending, last = self.entries.get(key, (0, 0, 0.0))
+                if now - last >= LOGIN_THROTTLE_S:
+                    failures = 0
+                self.entries[key] = (failures, pending + 1, last)
+            self._forget_old(now)
+
+    def settle(self, keys, ok):
+        """The booked attempt ended: ok True (logged in), False (a failed guess) or None
+        (never checked)."""
+        now = self.clock()
+        with self.lock:
+            for key in keys:
+                failures, pending, last = self.entries.get(key, (0, 1, 0.0))
+                if ok and key.startswith("name:"):
+                    failures = 0
+                elif ok is False:
+                    failures, last = failures + 1, now
+                if failures or pending > 1:
+                    self.entries[key] = (failures, pending - 1, last)
+                else:
+                    self.entries.pop(key, None)
+
+    def _forget_old(self, now):
+        if len(self.entries) <= THROTTLE_ENTRIES:
+            return
+        live = {k: v for k, v in self.entries.items() if v[1] or now - v[2] < LOGIN_THROTTLE_S}
+        if len(live) > THROTTLE_ENTRIES:  # a flood of fresh names: keep the newest
+            live = dict(sorted(live.items(), key=lambda kv: kv[1][2])[-THROTTLE_ENTRIES:])
+        self.entries = live
 
 
 def principal_of(request):
@@ -406,23 +465,26 @@ def me_json(principal):
 
 
 class LoginIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
     username: str = Field(max_length=64)
     password: str = Field(max_length=1024)
 
 
 class UserIn(BaseModel):
-    name: str = Field(max_length=64)
-    role: str
-    password: str = Field(max_length=1024)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(pattern=NAME.pattern, max_length=64)
+    role: Literal["viewer", "dispatcher", "technician", "supervisor"]
+    password: str = Field(min_length=MIN_PASSWORD, max_length=1024)
 
 
 def router(auth):
     r = APIRouter(prefix="/api/v1")
 
     @r.post("/login")
-    def login(body: LoginIn, response: Response):
+    def login(body: LoginIn, request: Request, response: Response):
         """Log in: sets the session cookie and returns the CSRF token for later changes."""
-        principal, sid, csrf = auth.login(body.username, body.password)
+        address = request.client.host if request.client else ""
+        principal, sid, csrf = auth.login(body.username, body.password, address)
         response.set_cookie(COOKIE, sid, httponly=True, samesite="strict", path="/")
         return {"user": principal.name, "role": principal.role, "csrf": csrf}
 
@@ -447,7 +509,7 @@ def router(auth):
             return add_user(db, body.name, body.role, body.password)
 
     @r.post("/users/{name}/disable")
-    def disable(name: str):
+    def disable(name: str = Path(max_length=64)):
         """The user can no longer log in; their open sessions end."""
         with auth.store.atomic() as db:
             return disable_user(db, name)

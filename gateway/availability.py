@@ -76,8 +76,8 @@ class StatusPressed:
     received_at: float
 
     @property
-    def order(self):
-        return (self.t, 0, self.boot, self.seq)
+    def order(self):  # never newer than its arrival (validate.py: a unit's clock ahead)
+        return (min(self.t, self.received_at), 0, self.boot, self.seq)
 
 
 @dataclass(frozen=True)
@@ -86,9 +86,9 @@ class PositionFix:
     received_at: float
 
     @property
-    def order(self):
+    def order(self):  # never newer than its arrival, as a press
         r = self.record
-        return (r["t"], r["boot"], r["seq"])
+        return (min(r["t"], self.received_at), r["boot"], r["seq"])
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,8 @@ class LinkChanged:
 
 @dataclass(frozen=True)
 class DispatcherAction:
-    """action: status | lock | unlock | assign | release | clear_emergency | ack_emergency"""
+    """action: status | lock | unlock | assign | release | clear_emergency | ack_emergency
+    | reset_ids"""
 
     action: str
     t: float
@@ -182,6 +183,13 @@ def _clear_emergency(state, ev):
     return {"emergency_cleared_order": max(state.emergency_cleared_order, ev.order)}
 
 
+def _reset_ids(state, ev):
+    """The unit starts again from its next birth, whatever boot it names: after its
+    password was rotated, it moved to new hardware, or it was decommissioned, so that a
+    connection message dated ahead (forged, or of the old board) no longer holds."""
+    return {"link": "unknown", "link_order": NEVER}
+
+
 def _ack_emergency(state, ev):
     """A dispatcher has seen the emergency (every dispatcher's alarm stops); it goes on
     until cleared."""
@@ -199,6 +207,7 @@ DISPATCHER_ACTIONS = {
     "release": _assignment(lambda ev: None),
     "clear_emergency": _clear_emergency,
     "ack_emergency": _ack_emergency,
+    "reset_ids": _reset_ids,
 }
 
 
@@ -215,9 +224,11 @@ HANDLERS = {
 
 
 def apply(state, event, scheme):
-    """Fold one event into a unit's state; returns the new state."""
+    """Fold one event into a unit's state; returns the new state. `last_seen` is when the
+    unit was last heard: a dispatcher's action is not the unit's word."""
     changes = HANDLERS[type(event)](state, event, scheme)
-    if state.last_seen is None or event.received_at > state.last_seen:
+    heard = type(event) is not DispatcherAction
+    if heard and (state.last_seen is None or event.received_at > state.last_seen):
         changes["last_seen"] = event.received_at
     return replace(state, **changes) if changes else state
 

@@ -27,8 +27,9 @@ def api_url(args):
 NO_TOKEN = "set SIAGA_TOKEN (or --token) to an API token: `siaga token create --role viewer` makes one"
 
 
-def http_json(url, data=None, method=None, token=None):
-    """One API call with `Authorization: Bearer` from `token` or $SIAGA_TOKEN."""
+def http_json(url, data=None, method=None, token=None, accept=()):
+    """One API call with `Authorization: Bearer` from `token` or $SIAGA_TOKEN; an error
+    status in `accept` returns its body instead of raising."""
     token = token or os.environ.get("SIAGA_TOKEN")
     headers = {"Content-Type": "application/json"}
     if token:
@@ -43,6 +44,8 @@ def http_json(url, data=None, method=None, token=None):
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.load(resp)
     except urllib.error.HTTPError as e:
+        if e.code in accept:
+            return json.load(e)
         try:
             body = json.load(e)["error"]["message"]
         except (ValueError, KeyError, TypeError):
@@ -86,16 +89,48 @@ def cmd_gateway(args):
     Gateway(settings).run()
 
 
+def degraded_warning(base):
+    """A line saying why the gateway is degraded (its /health), or None when it is not."""
+    health = http_json(base + "/api/v1/health", accept=(503,))
+    if health.get("status") == "ok":
+        return None
+    why = "; ".join(health.get("problems") or ["no reason given"])
+    return f"WARNING: the gateway is degraded ({why}): what it shows may be out of date"
+
+
 def cmd_units(args):
-    units = http_json(api_url(args) + "/api/v1/units")
+    base = api_url(args)
+    units = http_json(base + "/api/v1/units")
+    warning = degraded_warning(base)
     if args.json:
+        if warning:
+            print(warning, file=sys.stderr)
         print(json.dumps(units, indent=1))
     else:
+        if warning:
+            print(warning)
         print_units(units)
 
 
 def cmd_unit(args):
     print(json.dumps(http_json(f"{api_url(args)}/api/v1/units/{args.unit_id}"), indent=1))
+
+
+def reset_counters(args):
+    """The gateway forgets the unit's boot and message counters (and its link state), so
+    that what was sent with the old password, forged or not, holds nothing back: 0, or 1
+    (said on stderr) when the gateway could not be told."""
+    try:
+        http_json(f"{api_url(args)}/api/v1/units/{args.unit_id}/reset-counters", None, "POST")
+    except SiagaError as e:
+        print(
+            f"{args.unit_id}: the gateway was not told to forget the unit's counters ({e.message});"
+            f" run `siaga unit reset-counters {args.unit_id}` once it answers",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"{args.unit_id}: the gateway forgot its boot and message counters", file=sys.stderr)
+    return 0
 
 
 def cmd_register(args):
@@ -221,6 +256,13 @@ def build_parser():
     show.add_argument("unit_id")
     show.add_argument("--api", help="gateway URL [env SIAGA_API, default http://127.0.0.1:$SIAGA_HTTP_PORT]")
     show.set_defaults(func=cmd_unit)
+    reset = usub.add_parser(
+        "reset-counters",
+        help="the gateway forgets a unit's boot and message counters (after forged or new hardware)",
+    )
+    reset.add_argument("unit_id")
+    reset.add_argument("--api", help="gateway URL [env SIAGA_API]")
+    reset.set_defaults(func=reset_counters)
     provisioning_cli.add_unit_commands(usub)
     provisioning_cli.add_commands(sub)
     provisioning_cli.add_ca_commands(sub)

@@ -80,6 +80,40 @@ SETTINGS = (
         float,
     ),
     Setting(
+        "max_clock_ahead",
+        180.0,
+        "SIAGA_MAX_CLOCK_AHEAD",
+        "--max-clock-ahead",
+        "seconds a unit's fix or press may be ahead of the gateway's clock; beyond: quarantined"
+        " (future_time)",
+        float,
+    ),
+    Setting(
+        "max_boot_step",
+        1000,
+        "SIAGA_MAX_BOOT_STEP",
+        "--max-boot-step",
+        "boots a unit may make unseen; a message further ahead is quarantined (boot_jump)",
+        int,
+    ),
+    Setting(
+        "max_seq_step",
+        1_000_000,
+        "SIAGA_MAX_SEQ_STEP",
+        "--max-seq-step",
+        "messages a unit may make unseen in one boot; further ahead: quarantined (seq_jump)",
+        int,
+    ),
+    Setting(
+        "ingest_stall_after",
+        15.0,
+        "SIAGA_INGEST_STALL_AFTER",
+        "--ingest-stall-after",
+        "seconds without a commit while messages wait (or without the broker) before /health"
+        " says degraded (503)",
+        float,
+    ),
+    Setting(
         "status_scheme",
         "",
         "SIAGA_STATUS_SCHEME",
@@ -117,13 +151,35 @@ def add_flags(parser):
             parser.add_argument(s.flag, dest=s.name, default=None, help=f"{s.help} [env {s.env}]")
 
 
+# The range of each number setting: anything else is refused at start, with its source.
+BOUNDS = {
+    "http": (1, 65535),
+    "offline_after": (1, 86400),
+    "position_stale_after": (1, 86400),
+    "retention_days": (0.001, 3650),
+    "session_lifetime": (1, 7 * 86400),
+    "max_clock_ahead": (1, 86400),
+    "max_boot_step": (1, 65535),
+    "max_seq_step": (1, 0xFFFFFFFF),
+    "ingest_stall_after": (1, 3600),
+}
+
+
 def _convert(setting, value, source):
     try:
-        return setting.kind(value)
+        if isinstance(value, bool) and setting.kind is not bool:
+            raise TypeError
+        out = setting.kind(value)
     except (TypeError, ValueError):
         raise ConfigError(
             f"{setting.name} from {source}: {value!r} is not a {setting.kind.__name__}"
         ) from None
+    lo, hi = BOUNDS.get(setting.name, (None, None))
+    if lo is not None and not lo <= out <= hi:  # also refuses NaN
+        raise ConfigError(f"{setting.name} from {source}: {value!r} is outside {lo}..{hi}")
+    if setting.kind is str and len(out) > 4096:
+        raise ConfigError(f"{setting.name} from {source}: longer than 4096 characters")
+    return out
 
 
 def resolve(args=None, environ=None):

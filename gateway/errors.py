@@ -7,7 +7,8 @@
     └── ApiError           an HTTP request that cannot be served
         ├── BadRequest     400: a parameter is wrong
         ├── NotFound       404: no such unit (or other resource)
-        └── Conflict       409: the unit's state forbids it (e.g. it is decommissioned)
+        ├── Conflict       409: the unit's state forbids it (e.g. it is decommissioned)
+        └── StoreUnavailable 503: the gateway's store cannot write (disk full, I/O error)
 
 The CLI turns a SiagaError into a message and exit code 2; the HTTP API into one JSON
 body `{"error": {"code": ..., "message": ...}}` with the ApiError's status.
@@ -53,3 +54,8 @@ class NotFound(ApiError):
 class Conflict(ApiError):
     status = 409
     code = "conflict"
+
+
+class StoreUnavailable(ApiError):
+    status = 503
+    code = "store_unavailable"

@@ -17,7 +17,7 @@ from collections import deque
 import paho.mqtt.client as mqtt
 
 from .errors import ConfigError
-from .pipeline import Action, Incoming
+from .pipeline import Incoming
 
 log = logging.getLogger("siaga.ingest")
 
@@ -29,6 +29,8 @@ GATHER_MAX_S = 0.02  # ... and for no longer than this
 PUBACK = struct.Struct("!BBH")  # MQTT 3.1.1 §3.4: type, remaining length 2, packet identifier
 TICK_S = 1.0
 PURGE_EVERY_S = 3600.0
+INBOX_MAX = 20_000  # QoS 0 messages (telemetry) past this are shed; QoS 1 is bounded by the broker
+RETRY_MIN_S, RETRY_MAX_S = 0.5, 10.0  # while the store cannot write, messages wait and are tried again
 
 
 class Ingest:
@@ -43,8 +45,10 @@ class Ingest:
         ca=None,
         clock=time.time,
         retention_s=None,
+        stall_after=15.0,
     ):
         self.retention_s = retention_s
+        self.stall_after = stall_after
         self.pipeline = pipeline
         self.host, self.port = host, port
         self.clock = clock
@@ -52,6 +56,11 @@ class Ingest:
         self.arrived = threading.Event()
         self.connected = threading.Event()
         self.stopping = threading.Event()
+        self.working = []  # the batch being handled: received, not yet acknowledged
+        self.started_at = self.last_commit_at = clock()
+        self.disconnected_at = self.started_at  # not connected yet
+        self.shed = 0  # QoS 0 messages dropped because the inbox was full
+        self.retry_s = 0.0
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, manual_ack=True
         )
@@ -88,13 +97,19 @@ class Ingest:
         log.info("connected to %s:%s (session present: %s)", self.host, self.port, flags.session_present)
         client.subscribe(SUBSCRIPTIONS)
         self.connected.set()
+        self.disconnected_at = None
 
     def _on_disconnect(self, client, userdata, flags, reason, props):
         self.connected.clear()
+        if self.disconnected_at is None:
+            self.disconnected_at = self.clock()
         if not self.stopping.is_set():
             log.warning("lost the broker (%s); reconnecting", reason)
 
     def _on_message(self, client, userdata, msg):
+        if not msg.qos and len(self.inbox) >= INBOX_MAX:
+            self.shed += 1  # telemetry: the next report replaces it
+            return
         self._put(Incoming(msg.topic, msg.payload, self.clock(), msg.mid, msg.qos))
 
     def _put(self, item):
@@ -131,19 +146,24 @@ class Ingest:
         next_tick = self.clock() + TICK_S
         next_purge = self.clock()
         while not self.stopping.is_set():
-            items = self._batch(max(0.0, next_tick - self.clock()))
-            if items:
-                self._handle(items)
-            if self.clock() >= next_tick:
-                self.pipeline.tick(self.clock())
-                next_tick = self.clock() + TICK_S
-            if self.retention_s and self.clock() >= next_purge:
-                self._purge()
-                next_purge = self.clock() + PURGE_EVERY_S
+            try:
+                items = self._batch(max(0.0, next_tick - self.clock()))
+                if items:
+                    self._handle(items)
+                if self.clock() >= next_tick:
+                    self.pipeline.tick(self.clock())
+                    next_tick = self.clock() + TICK_S
+                if self.retention_s and self.clock() >= next_purge:
+                    self._purge()
+                    next_purge = self.clock() + PURGE_EVERY_S
+            except Exception:  # the worker must live on; /health shows a stall if it cannot work
+                log.exception("ingest worker")
+                self.stopping.wait(1.0)
 
     def _purge(self):
         try:
             gone = self.pipeline.store.purge(self.clock() - self.retention_s)
+            gone += self.pipeline.store.trim_quarantine()
         except Exception:
             log.exception("purging old records failed; trying again later")
             return
@@ -161,17 +181,49 @@ class Ingest:
         return action.done.result(timeout)
 
     def _handle(self, items):
+        self.working = items
         try:
             out = self.pipeline.handle(items, self.clock())
-        except Exception as e:
-            log.exception("batch of %d items failed; not acknowledged", len(items))
-            for item in items:
-                if isinstance(item, Action) and not item.done.done():
-                    item.done.set_exception(e)
-            return
-        self._acknowledge(items)
+        finally:
+            self.working = []
+        if out.acknowledge:
+            self._acknowledge(out.acknowledge)
+            self.last_commit_at = self.clock()
         for topic, payload in out.downlinks:
             self.client.publish(topic, payload, qos=1)
+        if out.retry:  # the store cannot write: the messages wait, in their order, and go again
+            self.inbox.extendleft(reversed(out.retry))
+            self.retry_s = min(RETRY_MAX_S, max(RETRY_MIN_S, self.retry_s * 2))
+            self.stopping.wait(self.retry_s)
+        else:
+            self.retry_s = 0.0
+
+    def health(self):
+        """How ingest is doing, for /health: what waits and since when, the last commit,
+        and whether it is degraded (`problems` says why)."""
+        now = self.clock()
+        working, inbox = self.working, self.inbox
+        waiting = len(working) + len(inbox)
+        oldest = working[0].received_at if working else None
+        if oldest is None and inbox:
+            try:
+                oldest = inbox[0].received_at
+            except IndexError:  # taken by the worker meanwhile
+                oldest = None
+        lag = max(0.0, now - oldest) if oldest is not None else 0.0
+        problems = []
+        if waiting and lag > self.stall_after and now - self.last_commit_at > self.stall_after:
+            problems.append(f"ingest stalled: nothing committed for {now - self.last_commit_at:.0f} s")
+        if self.disconnected_at is not None and now - self.disconnected_at > self.stall_after:
+            problems.append(f"broker unreachable for {now - self.disconnected_at:.0f} s")
+        return {
+            "mqtt_connected": self.connected.is_set(),
+            "in_flight": waiting,
+            "ingest_lag_s": round(lag, 3),
+            "last_commit_at": self.last_commit_at,
+            "shed": self.shed,
+            "problems": problems,
+        }
 
     def _acknowledge(self, items):
         """PUBACK the batch's QoS 1 messages, in the order they came, with one write.

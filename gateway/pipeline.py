@@ -1,19 +1,34 @@
 """Everything that changes a unit's state goes through here, one batch at a time, on the
-ingest worker's thread: MQTT messages (decode → validate → reconcile → store → publish)
-and dispatcher actions (record → reconcile → publish, and the unit's downlink). The
-caller acknowledges MQTT messages to the broker only after `handle` has returned, that
-is after the commit.
+ingest worker's thread: MQTT messages (decode → validate → judge the identity →
+reconcile → store → publish) and dispatcher actions (record → reconcile → publish, and
+the unit's downlink). The caller acknowledges MQTT messages to the broker only after
+`handle` has returned, that is after the commit.
+
+A message is judged alone: it is stored and applied, recognised as a duplicate (stored
+once already: it changes nothing), or quarantined with a reason; whatever it holds, it
+never fails its neighbours. A batch is one transaction; if anything unexpected fails it,
+its items are taken again one by one, each in its own transaction, and a message that
+still fails is quarantined as `internal_error` (with the exception's name). Only a store
+that cannot write at all (disk full, I/O error: StoreUnavailable) leaves messages
+unacknowledged, for the ingest to try again: nothing is lost, and /health says ingest
+has stalled.
 """
 
 import logging
+import sqlite3
 from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from . import availability, protocol, validate
-from .errors import ProtocolError, Rejected
+from .errors import ProtocolError, Rejected, StoreUnavailable
+from .identity import SeenIds, Trust
 
 log = logging.getLogger("siaga.pipeline")
+
+# What a store that cannot write raises: the message is not to blame, so it is not
+# quarantined but tried again later.
+STORE_FAULTS = (sqlite3.OperationalError, OSError, MemoryError)
 
 
 @dataclass(slots=True)
@@ -27,7 +42,7 @@ class Incoming:
 
 @dataclass
 class Action:
-    """A dispatcher action on one unit; `done` gets the unit's new view."""
+    """A dispatcher's (or technician's) action on one unit; `done` gets the unit's new view."""
 
     unit_id: str
     action: str
@@ -49,23 +64,86 @@ def _needs_sync(items):
 @dataclass
 class Outcome:
     downlinks: list = field(default_factory=list)  # (topic, payload)
-    changed: list = field(default_factory=list)  # unit views that changed
+    acknowledge: list = field(default_factory=list)  # messages judged and committed
+    retry: list = field(default_factory=list)  # messages the store could not take: later
+
+
+def _ack(unit, body):
+    return protocol.down_topic(unit), protocol.encode_ack(body["boot"], body["seq"])
+
+
+def _conflict(unit, boot, seq):
+    return Rejected(
+        f"({boot}, {seq}) of {unit} is already stored with other content", "conflicting_duplicate"
+    )
+
+
+class Batch:
+    """One transaction's work: working copies of the units' states and identities, and
+    what is to be written. The pipeline takes them over only once the transaction has
+    committed (Pipeline._absorb), so a failed batch leaves nothing behind."""
+
+    def __init__(self, pipeline):
+        self.p = pipeline
+        self.states, self.seen = {}, {}
+        self.positions, self.fixes = [], {}
+        self.touched = set()
+        self.keys = {}  # identities accepted in this batch: (unit, boot, seq) -> (kind, signature)
+        self.refused = Counter()
+        self.accepted = self.duplicates = 0
+        self.downlinks, self.messages, self.actions = [], [], []
+
+    def state(self, unit_id):
+        return self.states.get(unit_id) or self.p.state(unit_id)
+
+    def seen_of(self, unit_id):
+        if unit_id not in self.seen:
+            self.seen[unit_id] = self.p.seen_of(unit_id).copy()
+        return self.seen[unit_id]
+
+    def fold(self, unit_id, events):
+        state, scheme = self.state(unit_id), self.p.scheme_for(unit_id)
+        for ev in events:
+            state = availability.apply(state, ev, scheme)
+        self.states[unit_id] = state
+        self.touched.add(unit_id)
+
+    def refuse(self, item, err):
+        unit = protocol.unit_of(item.topic)
+        self.refused[err.code] += 1
+        log.warning("refused %s: %s (%s)", item.topic[:80], err.message, err.code)
+        self.p.store.quarantine(item.topic, unit, err.code, err.message, item.payload, item.received_at)
+
+    def flush(self):
+        """The batch's positions and snapshots, at the end of its transaction."""
+        for unit_id, evs in self.fixes.items():
+            self.fold(unit_id, availability.deciding_fixes(evs))
+        if self.positions:
+            self.p.store.add_position_rows(self.positions)
+        if self.touched or self.seen:
+            units = self.touched | self.seen.keys()
+            self.p.store.save_states([(self.state(u), self.seen_of(u)) for u in sorted(units)])
 
 
 class Pipeline:
-    def __init__(self, store, schemes, limits, on_change=None):
+    def __init__(self, store, schemes, limits, on_change=None, trust=None):
         self.store = store
         self.schemes = schemes if isinstance(schemes, dict) else {"default": schemes}
         self.limits = limits
+        self.trust = trust or Trust()
         self.on_change = on_change or (lambda view: None)
         self.registry = store.units()
-        self.states = store.load_states()
+        self.states, self.seen = store.load_states()
         self.refused = Counter()
         self.accepted = 0
+        self.duplicates = 0
         self._shown = {}
 
     def state(self, unit_id):
         return self.states.get(unit_id) or availability.UnitState(unit_id)
+
+    def seen_of(self, unit_id):
+        return self.seen.get(unit_id) or SeenIds()
 
     def scheme_for(self, unit_id):
         """The status scheme the unit's registry entry names (the default if none)."""
@@ -80,55 +158,112 @@ class Pipeline:
     def refresh_registry(self):
         self.registry = self.store.units()
 
-    # MQTT messages
-    def _decode(self, item):
+    # judging one message
+    def _judge(self, item, b):
+        """(message, what of it is new: its new records or its body; None for a
+        duplicate); raises ProtocolError or Rejected for a message to quarantine."""
         msg = protocol.decode(item.topic, item.payload)
         if msg.unit not in self.registry:
             self.refresh_registry()
-        return msg, validate.events(msg, self.registry, item.received_at)
-
-    def _store(self, msg, item, positions):
+        validate.message(msg, self.registry, item.received_at, self.trust)
         if msg.kind == "pos":
-            positions.extend(self.store.position_rows(msg.unit, msg.records, item.received_at))
-        elif msg.kind == "status":
-            self.store.add_status(msg.unit, msg.body, item.received_at)
-            return protocol.down_topic(msg.unit), protocol.encode_ack(msg.body["boot"], msg.body["seq"])
-        elif msg.kind == "tele":
-            self.store.add_telemetry(msg.unit, msg.body, item.received_at)
-        else:
-            self.store.add_conn(msg.unit, msg.body, item.received_at)
-        return None
+            return msg, self._fresh_records(msg, b) or None
+        body, mtype = msg.body, msg.body["_type"]
+        if mtype == "will":
+            return msg, body if self._new_will(msg, b) else None
+        sig = validate.signature(mtype, body)
+        if not self._new_identity(msg.unit, body["boot"], body["seq"], mtype, sig, b):
+            return msg, None
+        b.seen_of(msg.unit).add(body["boot"], body["seq"])
+        b.keys[(msg.unit, body["boot"], body["seq"])] = (mtype, sig)
+        return msg, body
 
-    def _refuse(self, item, err):
-        unit = item.topic.split("/")[1] if item.topic.count("/") == 2 else None
-        self.refused[err.code] += 1
-        log.warning("refused %s: %s (%s)", item.topic, err.message, err.code)
-        self.store.quarantine(item.topic, unit, err.code, err.message, item.payload, item.received_at)
+    def _fresh_records(self, msg, b):
+        """The records of a position message not stored before (all of them, normally)."""
+        fresh = []
+        for rec in msg.records:
+            sig = validate.signature("pos", rec)
+            if self._new_identity(msg.unit, rec["boot"], rec["seq"], "pos", sig, b):
+                fresh.append((rec, sig))
+        seen = b.seen_of(msg.unit)
+        for rec, sig in fresh:  # only once every record is judged: a refused message adds none
+            seen.add(rec["boot"], rec["seq"])
+            b.keys[(msg.unit, rec["boot"], rec["seq"])] = ("pos", sig)
+        return [rec for rec, _ in fresh]
 
-    def _fold(self, unit_id, events, touched):
-        state = self.state(unit_id)
-        for ev in events:
-            state = availability.apply(state, ev, self.scheme_for(unit_id))
-        self.states[unit_id] = state
-        touched.add(unit_id)
-
-    def _message(self, item, touched, out, positions, fixes):
-        try:
-            msg, evs = self._decode(item)
-        except (ProtocolError, Rejected) as err:
-            self._refuse(item, err)
+    def _new_identity(self, unit, boot, seq, kind, sig, b):
+        """True: a new message; False: a duplicate of one stored; Rejected: a jump too
+        far ahead, or another message under an identity already used."""
+        earlier = b.keys.get((unit, boot, seq))
+        if earlier is not None:
+            if earlier == (kind, sig):
+                return False
+            raise _conflict(unit, boot, seq)
+        seen = b.seen_of(unit)
+        seen.check_step(boot, seq, self.trust)
+        known = seen.contains(boot, seq)
+        if known is False:
+            return True
+        stored = self.store.signature(kind, unit, boot, seq, sig)  # sig: a position's key holds t
+        if stored is None and not known:
+            return True
+        if stored == sig:
             return False
-        if msg.kind == "pos":
-            fixes.setdefault(msg.unit, []).extend(evs)  # folded once per batch, below
-        else:
-            self._fold(msg.unit, evs, touched)
-        down = self._store(msg, item, positions)
-        if down:
-            out.downlinks.append(down)
+        raise _conflict(unit, boot, seq)
+
+    def _new_will(self, msg, b):
+        """A will is the broker's word that the session of the birth with the same
+        (boot, seq) was lost: new if that birth is known, a duplicate if this will is
+        stored already; a will of a session never seen changes nothing."""
+        boot, seq = msg.body["boot"], msg.body["seq"]
+        b.seen_of(msg.unit).check_step(boot, seq, self.trust)
+        key = (msg.unit, boot, seq, "will")
+        if key in b.keys or self.store.signature("will", msg.unit, boot, seq) is not None:
+            return False
+        if b.keys.get((msg.unit, boot, seq), ("",))[0] != "birth":
+            if self.store.signature("birth", msg.unit, boot, seq) is None:
+                raise Rejected(f"will of a session ({boot}, {seq}) never seen", "unknown_session")
+        b.keys[key] = ("will", {})
         return True
 
+    def _message(self, item, b):
+        try:
+            msg, fresh = self._judge(item, b)
+        except (ProtocolError, Rejected) as err:
+            b.refuse(item, err)
+            return
+        except STORE_FAULTS:
+            raise
+        except Exception as e:  # a fault of ours in judging: it costs this message only
+            log.exception("judging %s failed", item.topic[:80])
+            b.refuse(item, Rejected(f"{type(e).__name__} while judging it", "internal_error"))
+            return
+        if fresh is None:  # stored before: it changes nothing
+            b.duplicates += 1
+            if msg.kind == "status":  # but the unit waits for its ack: say it again
+                b.downlinks.append(_ack(msg.unit, msg.body))
+            return
+        self._store_and_fold(msg, fresh, item, b)
+        b.accepted += 1
+
+    def _store_and_fold(self, msg, fresh, item, b):
+        events = validate.events(msg, fresh, item.received_at)
+        store = self.store
+        if msg.kind == "pos":
+            b.fixes.setdefault(msg.unit, []).extend(events)  # folded once per batch (flush)
+            b.positions.extend(store.position_rows(msg.unit, fresh, item.received_at))
+            return
+        if msg.kind == "status":
+            store.add_status(msg.unit, fresh, item.received_at)
+            b.downlinks.append(_ack(msg.unit, fresh))
+        elif msg.kind == "tele":
+            store.add_telemetry(msg.unit, fresh, item.received_at)
+        else:
+            store.add_conn(msg.unit, fresh, item.received_at)
+        b.fold(msg.unit, events)
+
     # dispatcher actions
-    def _action(self, act, touched, out):
+    def _action(self, act, b):
         action_id = self.store.add_action(act)
         event = availability.DispatcherAction(
             act.action,
@@ -140,42 +275,96 @@ class Pipeline:
             act.incident and dict(act.incident, id=action_id),
             user=act.user,
         )
-        self._fold(act.unit_id, [event], touched)
+        b.fold(act.unit_id, [event])
+        if act.action == "reset_ids":  # rotated, moved or decommissioned: a new start
+            b.seen[act.unit_id] = SeenIds.fresh()
         down = protocol.encode_action(act.action, action_id, act.incident)
         if down:
-            out.downlinks.append((protocol.down_topic(act.unit_id), down))
+            b.downlinks.append((protocol.down_topic(act.unit_id), down))
         act.action_id = action_id
+        b.actions.append(act)
 
-    def handle(self, items, now):
-        out, touched, positions, fixes = Outcome(), set(), [], {}
-        accepted = 0
+    # batches
+    def _run(self, items, b):
         with self.store.atomic(durable=_needs_sync(items)):
             for item in items:
                 if isinstance(item, Action):
-                    self._action(item, touched, out)
-                elif self._message(item, touched, out, positions, fixes):
-                    accepted += 1
-            for unit_id, evs in fixes.items():
-                self._fold(unit_id, availability.deciding_fixes(evs), touched)
-            if positions:
-                self.store.add_position_rows(positions)
-            if touched:
-                self.store.save_states([self.states[u] for u in touched])
-        self.accepted += accepted  # committed: what health reports as accepted is stored
-        self._publish(touched, now, out)
+                    self._action(item, b)
+                else:
+                    self._message(item, b)
+                    b.messages.append(item)
+            b.flush()
+        return b
+
+    def _absorb(self, b, out):
+        """A committed batch's results become the pipeline's."""
+        self.states.update(b.states)
+        self.seen.update(b.seen)
+        self.refused.update(b.refused)
+        self.accepted += b.accepted
+        self.duplicates += b.duplicates
+        out.downlinks.extend(b.downlinks)
+        out.acknowledge.extend(b.messages)
+        return b.touched
+
+    def handle(self, items, now):
+        out = Outcome()
+        try:
+            touched = self._absorb(self._run(items, Batch(self)), out)
+        except STORE_FAULTS as e:
+            log.error("the store cannot write (%s: %s); %d items wait", type(e).__name__, e, len(items))
+            return self._unavailable(items, e, out)
+        except Exception:
+            log.exception("a batch of %d items failed; taking them one by one", len(items))
+            touched = self._one_by_one(items, out)
+        self._publish(touched, now)
         for item in items:
-            if isinstance(item, Action):
+            if isinstance(item, Action) and item.action_id is not None and not item.done.done():
                 item.done.set_result((item.action_id, self.view(item.unit_id, now)))
         return out
+
+    def _unavailable(self, items, error, out):
+        for item in items:
+            if isinstance(item, Action):
+                if not item.done.done():
+                    item.done.set_exception(StoreUnavailable(f"the gateway's store cannot write: {error}"))
+            else:
+                out.retry.append(item)
+        return out
+
+    def _one_by_one(self, items, out):
+        touched = set()
+        for i, item in enumerate(items):
+            try:
+                touched |= self._absorb(self._run([item], Batch(self)), out)
+            except STORE_FAULTS as e:
+                self._unavailable(items[i:], e, out)
+                break
+            except Exception as e:
+                log.exception("%s failed alone", getattr(item, "topic", "an action"))
+                if isinstance(item, Action):
+                    item.done.set_exception(e)
+                    continue
+                try:
+                    self._quarantine_alone(item, e, out)
+                except STORE_FAULTS as fault:
+                    self._unavailable(items[i:], fault, out)
+                    break
+        return touched
+
+    def _quarantine_alone(self, item, error, out):
+        b = Batch(self)
+        with self.store.atomic():
+            b.refuse(item, Rejected(f"{type(error).__name__} while storing it", "internal_error"))
+        b.messages.append(item)
+        self._absorb(b, out)
 
     def tick(self, now):
         """Time passes: publish units whose view changed without a message (offline,
         flags that come with time)."""
-        out = Outcome()
-        self._publish(set(self.states), now, out)
-        return out
+        self._publish(set(self.states), now)
 
-    def _publish(self, units, now, out):
+    def _publish(self, units, now):
         for unit_id in sorted(units):
             view = self.view(unit_id, now)
             pos = view["position"]
@@ -192,5 +381,4 @@ class Pipeline:
             )
             if self._shown.get(unit_id) != key:
                 self._shown[unit_id] = key
-                out.changed.append(view)
                 self.on_change(view)

@@ -9,6 +9,7 @@ import uvicorn
 from .api import create_app
 from .availability import Limits
 from .config import host_port
+from .identity import Trust
 from .ingest import Ingest
 from .pipeline import Pipeline
 from .statuses import load_schemes
@@ -26,7 +27,8 @@ class Gateway:
         schemes = load_schemes(settings["status_scheme"], settings["status_schemes"])
         limits = Limits(settings["offline_after"], settings["position_stale_after"])
         self.hub = Hub()
-        self.pipeline = Pipeline(self.store, schemes, limits, on_change=self._changed)
+        trust = Trust(settings["max_clock_ahead"], settings["max_boot_step"], settings["max_seq_step"])
+        self.pipeline = Pipeline(self.store, schemes, limits, on_change=self._changed, trust=trust)
         host, port = host_port(settings["mqtt"], 1883)
         self.ingest = Ingest(
             self.pipeline,
@@ -38,6 +40,7 @@ class Gateway:
             password=settings["mqtt_password"] or None,
             ca=settings["mqtt_ca"] or None,
             clock=clock,
+            stall_after=settings["ingest_stall_after"],
         )
         self.app = create_app(self)
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from . import availability
+from . import availability, unit_settings, validate
+from .identity import SeenIds
 
 migrations = Migrations("siaga")
 
@@ -188,16 +189,42 @@ def m008_telemetry(db):
     db["telemetry"].create_index(["unit_id", "received_at"])
 
 
-def _state_row(state):
+@migrations()
+def m009_unit_seen_ids(db):
+    """The message identities each unit has used (gateway/identity.py), saved with its
+    state in the same transaction."""
+    db["unit_state"].add_column("seen", str)
+
+
+@migrations()
+def m010_no_infinite_numbers(db):
+    """Bodies stored before every number was checked at the edge may hold NaN or
+    Infinity, which no JSON reply can carry: they become null."""
+
+    def clean(text):
+        return json.dumps(json.loads(text, parse_constant=lambda name: None))
+
+    for table, column, pk in (
+        ("conn_events", "body", ("unit_id", "boot", "seq", "type")),
+        ("telemetry", "body", ("unit_id", "boot", "seq")),
+        ("settings_pushes", "values_json", ("unit_id", "version")),
+    ):
+        where = f"[{column}] like '%NaN%' or [{column}] like '%Infinity%'"
+        for row in list(db.query(f"select * from [{table}] where {where}")):
+            db[table].update(tuple(row[k] for k in pk), {column: clean(row[column])})
+
+
+QUARANTINE_KEEP_BYTES = 1024  # of a refused payload: enough to see what it was
+QUARANTINE_MAX_ROWS = 100_000  # past it the oldest go (counts by reason are in /health)
+
+
+def _state_row(state, seen):
     return {
         "unit_id": state.unit_id,
         "state": json.dumps(availability.to_json(state)),
         "updated_at": time.time(),
+        "seen": json.dumps(seen.to_json()),
     }
-
-
-def _state_from_row(row):
-    return availability.from_json(json.loads(row["state"]))
 
 
 ROWS_PER_STATEMENT = 256  # at most, and within SQLite's limit on variables
@@ -370,24 +397,59 @@ class Store:
         )
 
     def quarantine(self, topic, unit_id, reason, detail, payload, received_at):
-        self.db["quarantine"].insert(
-            {
-                "received_at": received_at,
-                "topic": topic,
-                "unit_id": unit_id,
-                "reason": reason,
-                "detail": detail,
-                "payload": bytes(payload),
-            }
+        """Keep a refused message: its reason, and its first QUARANTINE_KEEP_BYTES."""
+        if len(payload) > QUARANTINE_KEEP_BYTES:
+            detail = f"{detail} (first {QUARANTINE_KEEP_BYTES} of {len(payload)} bytes kept)"
+        self.db.execute(
+            "insert into quarantine (received_at, topic, unit_id, reason, detail, payload)"
+            " values (?, ?, ?, ?, ?, ?)",
+            [received_at, topic[:200], unit_id, reason, detail[:500], bytes(payload[:QUARANTINE_KEEP_BYTES])],
         )
 
+    def trim_quarantine(self, keep=QUARANTINE_MAX_ROWS):
+        """Forget all but the newest `keep` quarantined messages; how many went."""
+        with self.atomic(durable=False):
+            return self.db.execute(
+                "delete from quarantine where id <= (select max(id) from quarantine) - ?", [keep]
+            ).rowcount
+
+    # what is stored under a message identity (gateway/identity.py, validate.signature)
+    def signature(self, mtype, unit_id, boot, seq, sig=None):
+        """The signature of the message of this type stored under (unit, boot, seq), or
+        None. For a position `sig` gives its fix time, part of the table's key."""
+        key = [unit_id, boot, seq]
+        if mtype == "pos":
+            cols = ", ".join(validate.POSITION_SIGNATURE)
+            sql = f"select {cols} from positions where unit_id = ? and boot = ? and seq = ? and t = ?"
+            row = self.db.execute(sql, [*key, sig[0]]).fetchone()
+            return tuple(row) if row else None
+        if mtype == "status":
+            sql = (
+                "select key, pressed_at, lat, lon from status_events"
+                " where unit_id = ? and boot = ? and seq = ?"
+            )
+            row = self.db.execute(sql, key).fetchone()
+            return tuple(row) if row else None
+        if mtype == "tele":
+            sql = "select body from telemetry where unit_id = ? and boot = ? and seq = ?"
+        else:  # birth, bye, will
+            sql = "select body from conn_events where unit_id = ? and boot = ? and seq = ? and type = ?"
+            key.append(mtype)
+        row = self.db.execute(sql, key).fetchone()
+        return validate.signature(mtype, json.loads(row[0])) if row else None
+
     # settings pushed to units
-    def push_settings(self, unit_id, values):
-        """Record a push; returns (version, all values pushed so far, merged)."""
+    def push_settings(self, unit_id, values, remove=()):
+        """Record a push: the settings pushed so far, with `values` set and the names in
+        `remove` taken out (back to the unit's own). Returns (version, the whole set),
+        which is what the unit is sent. What an older gateway kept that a unit cannot
+        take is left out (unit_settings.known)."""
         with self.atomic():
             last = self.last_push(unit_id)
-            merged = dict(last["values"]) if last else {}
+            merged = unit_settings.known(last["values"]) if last else {}
             merged.update(values)
+            for name in remove:
+                merged.pop(name, None)
             version = (last["version"] if last else 0) + 1
             self.db["settings_pushes"].insert(
                 {
@@ -433,15 +495,21 @@ class Store:
 
     # unit state snapshots
     def save_states(self, states):
-        """The snapshots of the units a batch touched, in its transaction. On the hot path,
-        so not sqlite-utils' upsert_all (a savepoint and two statements per chunk)."""
-        rows = [_state_row(s) for s in states]
+        """The snapshots, (state, seen identities) of each unit a batch touched, in its
+        transaction. On the hot path, so not sqlite-utils' upsert_all (a savepoint and two
+        statements per chunk)."""
+        rows = [_state_row(state, seen) for state, seen in states]
         if rows:
             head, tail = _upsert_sql("unit_state", tuple(rows[0]), "unit_id")
             insert_rows(self.db.conn, head, [tuple(r.values()) for r in rows], tail)
 
     def load_states(self):
-        return {row["unit_id"]: _state_from_row(row) for row in self.db["unit_state"].rows}
+        """(unit -> UnitState, unit -> SeenIds) as last saved."""
+        states, seen = {}, {}
+        for row in self.db["unit_state"].rows:
+            states[row["unit_id"]] = availability.from_json(json.loads(row["state"]))
+            seen[row["unit_id"]] = SeenIds.from_json(json.loads(row["seen"] or "null"))
+        return states, seen
 
 
 def assignments(db, unit_id=None, since=None, until=None):

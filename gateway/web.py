@@ -54,10 +54,14 @@ def mount(app, gw):
 
     @r.get("/vendor/leaflet/{path:path}", include_in_schema=False)
     def leaflet(path: str):
-        file = (LEAFLET / path).resolve()
         if not (LEAFLET / "leaflet.js").exists():
             return HTMLResponse(MISSING.format(path=LEAFLET), status_code=503)
-        if LEAFLET.resolve() not in file.parents or not file.is_file():
+        try:
+            file = (LEAFLET / path).resolve()
+            found = LEAFLET.resolve() in file.parents and file.is_file()
+        except (ValueError, OSError):  # a NUL byte, a name too long: no such file
+            found = False
+        if not found:
             return HTMLResponse("not found", status_code=404)
         return FileResponse(file)
 

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from gateway import cli as gateway_cli
 from gateway.errors import SiagaError
 
 from . import flash
@@ -197,7 +198,9 @@ def cmd_rotate(args):
     with _admin(args) as admin:
         password = admin.rotate(args.unit_id)
     print(f"{args.unit_id}: new broker password; the old one is refused from now on", file=sys.stderr)
+    rc = gateway_cli.reset_counters(args)
     print(password)
+    return rc
 
 
 def cmd_decommission(args):
@@ -206,6 +209,7 @@ def cmd_decommission(args):
     print(f"{args.unit_id}: decommissioned: the broker refuses it from now on; its history stays")
     if mark_decommissioned(_gateway_data(args), args.unit_id, time.time()):
         print(f"{args.unit_id}: marked decommissioned in the gateway's registry")
+    return gateway_cli.reset_counters(args)
 
 
 def cmd_enable(args):
@@ -278,6 +282,7 @@ def add_unit_commands(usub):
         c = usub.add_parser(name, help=helptext)
         c.add_argument("unit_id")
         c.add_argument("--broker-data", help="the secure broker's data folder [env SIAGA_BROKER_DATA]")
+        c.add_argument("--api", help="gateway URL [env SIAGA_API]; the API token comes from SIAGA_TOKEN")
         if name != "rotate":
             c.add_argument("--data", help="the gateway's data folder, to mark it there [env SIAGA_DATA_DIR]")
         c.set_defaults(func=func)

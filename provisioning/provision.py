@@ -263,6 +263,9 @@ class Provisioner:
         body = {"unit_id": self.unit_id, "kind": self.kind, "callsign": self.callsign, "agency": self.agency}
         try:
             gateway_cli.http_json(f"{self.api}/api/v1/units", body, "POST", token=self.token)
+            if self.replace:  # new credentials or hardware: what came before holds nothing back
+                url = f"{self.api}/api/v1/units/{self.unit_id}/reset-counters"
+                gateway_cli.http_json(url, None, "POST", token=self.token)
         except SiagaError as e:
             self.step(5, f"registry: {e.message}", FAIL)
             raise

@@ -43,6 +43,7 @@ def test_every_refusal_reason_in_the_doc_has_a_vector():
     for reason in (
         "unknown_topic",
         "bad_unit_id",
+        "too_large",
         "bad_length",
         "bad_format",
         "bad_json",

@@ -342,7 +342,7 @@ def test_a_unit_over_tls_with_its_credentials_reaches_the_gateway(
 
 
 def test_the_cli_rotates_and_decommissions(
-    secure_broker, admin, clients, unit_id, capsys, tmp_path, monkeypatch
+    secure_broker, broker, admin, clients, unit_id, capsys, tmp_path, monkeypatch
 ):
     password = admin.add_unit(unit_id)
     store = Store(tmp_path / "siaga.db")
@@ -350,7 +350,16 @@ def test_the_cli_rotates_and_decommissions(
     store.add_status(unit_id, {"boot": 1, "seq": 1, "t": 1.7e9, "key": 3}, 1.7e9)
     monkeypatch.setenv("SIAGA_BROKER_DATA", str(secure_broker.data_dir))
     monkeypatch.setenv("SIAGA_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SIAGA_API", f"http://127.0.0.1:{free_port()}")  # no gateway answers there
+    gw = None
     try:
+        assert siaga(["unit", "rotate", unit_id]) == 1  # rotated, but the gateway was not told
+        out, err = capsys.readouterr()
+        assert f"siaga unit reset-counters {unit_id}" in err
+        password = out.strip().splitlines()[-1]  # the password is still printed, last
+        gw = GatewayProcess(tmp_path, broker.port).start()
+        monkeypatch.setenv("SIAGA_API", gw.url)
+        monkeypatch.setenv("SIAGA_TOKEN", gw.token)
         assert siaga(["unit", "rotate", unit_id]) == 0
         new = capsys.readouterr().out.strip().splitlines()[-1]
         assert new != password and clients(unit_id, new, client_id=unit_id).connect().accepted
@@ -362,7 +371,11 @@ def test_the_cli_rotates_and_decommissions(
             store.db.execute("select count(*) from status_events where unit_id = ?", [unit_id]).fetchone()[0]
             == 1
         )
+        resets = "select count(*) from dispatcher_actions where unit_id = ? and action = 'reset_ids'"
+        assert store.db.execute(resets, [unit_id]).fetchone()[0] == 2  # rotate and decommission
         assert siaga(["unit", "rotate", unit_id + "x"]) == 2
         assert f"unit {unit_id}x has no credentials" in capsys.readouterr().err
     finally:
+        if gw is not None:
+            gw.stop()
         admin.remove(unit_id)

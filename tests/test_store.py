@@ -89,8 +89,8 @@ def test_impossible_or_foreign_messages_are_quarantined_and_change_nothing(tmp_p
     ]
     p.handle(bad, now)
     rows = store.db.execute("select reason, topic from quarantine order by id").fetchall()
-    assert [r[0] for r in rows] == ["unit_mismatch", "impossible_time", "unknown_unit", "impossible_time"]
-    assert dict(p.refused) == {"unit_mismatch": 1, "impossible_time": 2, "unknown_unit": 1}
+    assert [r[0] for r in rows] == ["unit_mismatch", "future_time", "unknown_unit", "impossible_time"]
+    assert dict(p.refused) == {"unit_mismatch": 1, "future_time": 1, "impossible_time": 1, "unknown_unit": 1}
     assert count(store, "positions") == 0 and count(store, "status_events") == 0
     assert p.states == {}
 

@@ -368,10 +368,14 @@ def test_a_decommissioned_unit_is_hidden_until_asked_for_then_shown(gateway, vun
     expect(page.locator(f'#nearest li[data-unit="{a}"]')).to_be_visible()
 
 
-def test_the_status_change_offers_the_units_own_scheme(gateway, open_map, unit_id):
+def test_the_status_change_offers_the_units_own_scheme(gateway, open_map, unit_id, mqtt_client):
     sar, amb = unit_id + "s", unit_id + "d"
     gateway.register(sar, kind="rescue", status_scheme="sar")
     gateway.register(amb)
+    now = int(time.time())  # sar is online (an offline unit shows offline, whatever its status)
+    birth = {"_type": "birth", "boot": 1, "seq": 0, "t": now, "sent": now}
+    mqtt_client.publish(f"siaga/{sar}/conn", json.dumps(birth), qos=1).wait_for_publish(5)
+    wait_until(lambda: gateway.unit(sar)["link"] == "online", what="sar online")
     page = open_map("dispatcher")
     keys = page.locator("#d-actions select[name=key] option")
 
@@ -452,3 +456,31 @@ def test_the_technician_sees_the_supply_voltage_and_a_low_one_marked(
     row(page, unit_id + "b").click()
     expect(low).to_have_text("⚠ 11.2 V · low voltage")
     expect(device).to_contain_text("Supply voltage")
+
+
+def test_the_map_says_when_the_gateway_is_degraded(browser, tmp_path):
+    from provisioning.mosquitto import Mosquitto
+
+    own = Mosquitto(tmp_path / "broker").start()
+    gw = GatewayProcess(tmp_path / "gw", own.port, extra=["--ingest-stall-after", "2"]).start()
+    try:
+        assert (
+            gw.request("POST", "/api/v1/users", {"name": "vera", "role": "viewer", "password": PASSWORD})[0]
+            == 201
+        )
+        page = browser.new_page()
+        page.goto(gw.url + "/")
+        page.fill("#login-user", "vera")
+        page.fill("#login-pass", PASSWORD)
+        page.click("#login-form button[type=submit]")
+        page.wait_for_function("window.__siaga.ready")
+        expect(page.locator("#degraded")).to_be_hidden()
+        own.stop()  # the broker is gone: nothing from any unit can arrive
+        expect(page.locator("#degraded")).to_be_visible(timeout=20_000)
+        expect(page.locator("#degraded")).to_contain_text("broker unreachable")
+        own.start()
+        expect(page.locator("#degraded")).to_be_hidden(timeout=20_000)
+        page.close()
+    finally:
+        gw.stop()
+        own.stop()

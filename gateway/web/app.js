@@ -54,6 +54,28 @@ async function start() {
   }
   connectStream();
   loadUnits();
+  checkHealth();
+}
+
+// ---- the gateway's own health: a banner when ingest has stalled or the broker is gone --
+
+const HEALTH_EVERY_MS = 5000;
+let healthTimer;
+async function checkHealth() {
+  clearTimeout(healthTimer);
+  let why = null;
+  try {
+    const resp = await fetch("/api/v1/health", { headers: { Accept: "application/json" } });
+    const health = await resp.json();
+    if (health.status !== "ok") why = (health.problems || []).join("; ") || health.status;
+  } catch (err) {
+    why = t("gateway_silent");
+  }
+  probe.degraded = why;
+  const banner = $("#degraded");
+  banner.hidden = why === null;
+  banner.textContent = why === null ? "" : t("degraded", { why });
+  healthTimer = setTimeout(checkHealth, HEALTH_EVERY_MS);
 }
 
 function applyRole() {

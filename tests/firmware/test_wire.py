@@ -35,6 +35,8 @@ def _same(a, b, where):
 
 def test_vectors_decode():
     for v in _vectors():
+        if v.get("checked_by") == "gateway":
+            continue  # a check of uplink fields only the gateway makes (docs/protocol.md)
         try:
             _, _, got = wire_decode.decode(v["topic"], _payload(v))
         except ValueError as e:
