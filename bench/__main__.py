@@ -1,15 +1,16 @@
-"""Run every benchmark: `python -m bench [GROUP ...]` (groups: policy, unit, nmea,
-gateway, outbox, web); with groups, the other figures in var/bench.json are kept."""
+"""Run every benchmark: `python -m bench [GROUP ...]` (groups: policy, unit, memory,
+nmea, gateway, outbox, web); with groups, the other figures in var/bench.json are kept."""
 
 import json
 import sys
 from pathlib import Path
 
-from . import gateway, nmea_speed, outbox, policy, unit, web
+from . import gateway, memory, nmea_speed, outbox, policy, unit, web
 
 GROUPS = {
     "policy": policy.figures,
     "unit": unit.figures,
+    "memory": memory.figures,
     "nmea": nmea_speed.figures,
     "gateway": gateway.figures,
     "outbox": outbox.figures,

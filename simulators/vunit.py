@@ -123,7 +123,8 @@ class VirtualUnit:
         self.leds = {}
         self.buzzer = False
         self.panel_log = []
-        self.lines = []  # the firmware's console output
+        self.lines = []  # the firmware's console output (the last 500 lines)
+        self.on_line = None  # called with each console line as it comes (soak tests)
         self.proc = None
         self.stopped = threading.Event()
         self._panel_lock = threading.Lock()
@@ -269,6 +270,8 @@ class VirtualUnit:
             line = raw.decode(errors="replace").rstrip()
             self.lines.append(line)
             del self.lines[:-500]
+            if self.on_line is not None:
+                self.on_line(line)
             if self.echo:
                 print(f"[{self.unit_id}] {line}", flush=True)
 

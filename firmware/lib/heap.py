@@ -3,14 +3,17 @@
 #   - an emergency reserve is taken at start and given back to the heap when an
 #     allocation fails, so that the recovery itself (a log line, a collection, a link
 #     closed) can run; it is taken again once the heap has room;
-#   - starved for longer than `reset_ms` (failures go on, the reserve cannot be taken
-#     back), the unit gives up: main.py resets it, and its next birth says "memory".
+#   - when failures go on for longer than `reset_ms` (at least three, none a minute
+#     after the one before), the heap is not coming back: the unit gives up, main.py
+#     resets it, and its next birth says "memory".
 # Figures, for the technician's telemetry: the heap in use at start, the peak sampled at
 # quiet points (each second, after a collection), the high-water mark sampled at the
 # allocation-heavy points too (each message framed, before it is written), and the
 # largest free block.
 import gc
 import time
+
+QUIET_MS = 60000  # a minute without a failure ends a run of them
 
 
 class Restart(BaseException):
@@ -27,7 +30,8 @@ class Heap:
         self.peak = 0  # the most in use at a quiet point
         self.high = 0  # the most in use at any point sampled, quiet or busy
         self.failures = 0  # allocations that failed and were recovered from
-        self._starved = None  # ticks of the first failure since the reserve was held
+        self._first = self._last = None  # ticks of the first and the last failure of a run
+        self._count = 0  # failures in that run
         self.arm()
 
     def arm(self):
@@ -37,19 +41,22 @@ class Heap:
                 self.reserve = bytearray(self.reserve_bytes)
             except MemoryError:
                 return False
-        self._starved = None
         return True
 
     def failed(self):
-        """An allocation failed: the reserve goes back to the heap. True when the heap has
-        been starved for longer than reset_ms: time for the last resort."""
+        """An allocation failed: the reserve goes back to the heap. True when failures
+        have gone on for longer than reset_ms (at least 3 of them, none more than
+        QUIET_MS after the one before): the heap is not coming back, time for the last
+        resort. A burst that passes (a message too large, a spike) is only counted."""
         self.reserve = None
         self.failures += 1
         now = time.ticks_ms()
-        if self._starved is None:
-            self._starved = now
+        if self._first is None or time.ticks_diff(now, self._last) > QUIET_MS:
+            self._first, self._count = now, 0
+        self._last = now
+        self._count += 1
         gc.collect()
-        return time.ticks_diff(now, self._starved) > self.reset_ms
+        return self._count >= 3 and time.ticks_diff(now, self._first) > self.reset_ms
 
     def sample(self):
         """A quiet point: collect, and note the heap in use."""

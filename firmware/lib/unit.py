@@ -82,8 +82,8 @@ class Unit:
     def out_of_memory(self, where):
         """An allocation failed in `where`: the reserve goes back to the heap, what can be
         rebuilt is let go (positions and presses held for sending: they are on flash; the
-        MQTT client's buffer and resend copies), counted, and the unit goes on. Starved
-        for longer than mem_reset_s, it gives up: main.py resets it."""
+        MQTT client's buffer and resend copies), counted, and the unit goes on. When the
+        failures go on for longer than mem_reset_s, it gives up: main.py resets it."""
         self.outbox.shed()
         if self.client is not None:
             self.client.shed()
@@ -107,7 +107,7 @@ class Unit:
                 break
         try:
             self.outbox.close()
-            self.log("memory: heap starved for %d s: reset" % (self.heap.reset_ms // 1000))
+            self.log("memory: allocations failing for over %d s: reset" % (self.heap.reset_ms // 1000))
         except (OSError, MemoryError):
             pass
         raise Restart("memory")
@@ -411,8 +411,12 @@ class Unit:
             torn=self.outbox.torn,
         )
         reader = asyncio.create_task(client.run())
-        await client.publish(self.topics["conn"], birth, qos=1, retain=True)
-        await client.subscribe(self.topics["down"], 1)
+        try:
+            await client.publish(self.topics["conn"], birth, qos=1, retain=True)
+            await client.subscribe(self.topics["down"], 1)
+        except BaseException:
+            reader.cancel()  # it would end with the link, its error never read
+            raise
         self.link_up = True
         self.log(
             "link up: broker %s:%d, session present %s"
