@@ -180,27 +180,38 @@ class Pipeline:
 
     def _fresh_records(self, msg, b):
         """The records of a position message not stored before (all of them, normally)."""
-        fresh = []
+        unit, seen, trust = msg.unit, b.seen_of(msg.unit), self.trust
+        newest = seen.newest()
+        fresh = {}  # (boot, seq) -> (record, signature), in the message's order
         for rec in msg.records:
-            sig = validate.signature("pos", rec)
-            if self._new_identity(msg.unit, rec["boot"], rec["seq"], "pos", sig, b):
-                fresh.append((rec, sig))
-        seen = b.seen_of(msg.unit)
-        for rec, sig in fresh:  # only once every record is judged: a refused message adds none
-            seen.add(rec["boot"], rec["seq"])
-            b.keys[(msg.unit, rec["boot"], rec["seq"])] = ("pos", sig)
-        return [rec for rec, _ in fresh]
+            ident, sig = (rec["boot"], rec["seq"]), validate.signature("pos", rec)
+            if ident in fresh:  # twice in one message
+                if fresh[ident][1] != sig:
+                    raise _conflict(unit, *ident)
+                continue
+            if newest is not None and ident > newest:  # the common case: the unit's next
+                seen.check_step(*ident, trust)
+            elif not self._new_identity(unit, *ident, "pos", sig, b):
+                continue
+            fresh[ident] = (rec, sig)
+        for ident, (_, sig) in fresh.items():  # only once every record is judged: a refused message adds none
+            seen.add(*ident)
+            b.keys[(unit, *ident)] = ("pos", sig)
+        return [rec for rec, _ in fresh.values()]
 
     def _new_identity(self, unit, boot, seq, kind, sig, b):
         """True: a new message; False: a duplicate of one stored; Rejected: a jump too
         far ahead, or another message under an identity already used."""
+        seen = b.seen_of(unit)
+        newest = seen.newest()
+        if newest is not None and (boot, seq) > newest:  # the common case: the unit's next
+            seen.check_step(boot, seq, self.trust)
+            return True
         earlier = b.keys.get((unit, boot, seq))
         if earlier is not None:
             if earlier == (kind, sig):
                 return False
             raise _conflict(unit, boot, seq)
-        seen = b.seen_of(unit)
-        seen.check_step(boot, seq, self.trust)
         known = seen.contains(boot, seq)
         if known is False:
             return True

@@ -193,7 +193,7 @@ def m008_telemetry(db):
 def m009_unit_seen_ids(db):
     """The message identities each unit has used (gateway/identity.py), saved with its
     state in the same transaction."""
-    db["unit_state"].add_column("seen", str)
+    db["unit_state"].add_column("seen", bytes)
 
 
 @migrations()
@@ -223,7 +223,7 @@ def _state_row(state, seen):
         "unit_id": state.unit_id,
         "state": json.dumps(availability.to_json(state)),
         "updated_at": time.time(),
-        "seen": json.dumps(seen.to_json()),
+        "seen": seen.to_bytes(),
     }
 
 
@@ -508,7 +508,7 @@ class Store:
         states, seen = {}, {}
         for row in self.db["unit_state"].rows:
             states[row["unit_id"]] = availability.from_json(json.loads(row["state"]))
-            seen[row["unit_id"]] = SeenIds.from_json(json.loads(row["seen"] or "null"))
+            seen[row["unit_id"]] = SeenIds.from_bytes(row["seen"])
         return states, seen
 
 

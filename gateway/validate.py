@@ -9,6 +9,8 @@ happened later than it reached the gateway cannot win over what a dispatcher did
 after it arrived.
 """
 
+import operator
+
 from .availability import LinkChanged, PositionFix, StatusPressed
 from .errors import Rejected
 
@@ -49,11 +51,12 @@ def message(msg, registry, now, trust):
 # What must be equal for a second message under the same (unit, boot, seq) to be the same
 # message sent again (`sent` differs between copies). Store.signature reads the same back.
 POSITION_SIGNATURE = ("t", "lat", "lon", "speed", "heading", "sats", "hdop")
+_position_signature = operator.itemgetter(*POSITION_SIGNATURE)
 
 
 def signature(mtype, body):
     if mtype == "pos":
-        return tuple(body[k] for k in POSITION_SIGNATURE)
+        return _position_signature(body)
     if mtype == "status":
         return (body["key"], press_time(body), body.get("lat"), body.get("lon"))
     return {k: v for k, v in body.items() if k != "sent"}

@@ -252,3 +252,31 @@ def test_seen_ids_are_ranges_bounded_in_number():
         seen.check_step(12, 5, trust)
     with pytest.raises(Exception, match="ahead of the last known"):
         seen.check_step(1, 1399, trust)
+
+
+def test_a_record_twice_in_one_message(p):
+    rec = wire.encode_pos(1, 3, NOW - 5, -2.2, 113.9, 5.0, 90.0, 9, 0.9, NOW)
+    other = wire.encode_pos(1, 3, NOW - 4, -2.3, 113.9, 5.0, 90.0, 9, 0.9, NOW)
+    p.handle([birth(), Incoming("siaga/amb-01/pos", rec + rec, NOW)], NOW)
+    assert count(p, "positions") == 1 and quarantined(p) == []
+    p.handle(
+        [
+            Incoming(
+                "siaga/amb-01/pos",
+                wire.encode_pos(1, 4, NOW - 3, -2.2, 113.9, 5.0, 90.0, 9, 0.9, NOW) + other,
+                NOW,
+            )
+        ],
+        NOW,
+    )
+    p.handle(
+        [
+            Incoming(
+                "siaga/amb-01/pos",
+                wire.encode_pos(1, 9, NOW - 3, -2.2, 113.9, 5.0, 90.0, 9, 0.9, NOW) * 2 + other,
+                NOW,
+            )
+        ],
+        NOW,
+    )
+    assert quarantined(p) == ["conflicting_duplicate"] * 2 and count(p, "positions") == 1
