@@ -22,7 +22,7 @@ WHY = {
     "409": "the unit's state forbids it (decommissioned), or it exists already",
     "413": "the request body is too large",
     "429": "too many logins tried: wait, or the gateway is busy checking others",
-    "503": "the gateway cannot do it now (its store cannot write; for /health: degraded)",
+    "503": "not now: the store cannot write, or too many live streams (/health: degraded)",
 }
 
 
@@ -41,7 +41,7 @@ def _errors(method, path, op):
         codes |= {"409", "503"}
     if path == "/api/v1/login":
         codes |= {"401", "429"}
-    if path == "/api/v1/health":
+    if path in ("/api/v1/health", "/api/v1/stream"):
         codes.add("503")
     return codes
 

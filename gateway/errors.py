@@ -8,7 +8,8 @@
         ├── BadRequest     400: a parameter is wrong
         ├── NotFound       404: no such unit (or other resource)
         ├── Conflict       409: the unit's state forbids it (e.g. it is decommissioned)
-        └── StoreUnavailable 503: the gateway's store cannot write (disk full, I/O error)
+        └── Unavailable    503: not now
+            └── StoreUnavailable  the gateway's store cannot write (disk full, I/O error)
 
 The CLI turns a SiagaError into a message and exit code 2; the HTTP API into one JSON
 body `{"error": {"code": ..., "message": ...}}` with the ApiError's status.
@@ -56,6 +57,10 @@ class Conflict(ApiError):
     code = "conflict"
 
 
-class StoreUnavailable(ApiError):
+class Unavailable(ApiError):
     status = 503
+    code = "unavailable"
+
+
+class StoreUnavailable(Unavailable):
     code = "store_unavailable"

@@ -9,7 +9,14 @@ import asyncio
 import threading
 import time
 
+from .errors import Unavailable
+
 QUEUE_MAX = 1000
+SUBSCRIBERS_MAX = 500  # live streams at once (a 112 centre has tens of screens); more: 503
+
+
+class TooManyStreams(Unavailable):
+    code = "too_many_streams"
 
 
 class Subscriber:
@@ -33,6 +40,8 @@ class Hub:
     def subscribe(self):
         sub = Subscriber(asyncio.get_running_loop())
         with self._lock:
+            if len(self._subs) >= SUBSCRIBERS_MAX:
+                raise TooManyStreams(f"{SUBSCRIBERS_MAX} live streams are open; close one and try again")
             self._subs.add(sub)
         return sub
 

@@ -280,3 +280,19 @@ def test_a_record_twice_in_one_message(p):
         NOW,
     )
     assert quarantined(p) == ["conflicting_duplicate"] * 2 and count(p, "positions") == 1
+
+
+def test_live_streams_are_bounded():
+    import asyncio
+
+    from gateway import stream
+
+    async def open_many():
+        hub = stream.Hub()
+        subs = [hub.subscribe() for _ in range(stream.SUBSCRIBERS_MAX)]
+        with pytest.raises(stream.TooManyStreams):
+            hub.subscribe()
+        hub.unsubscribe(subs[0])
+        hub.subscribe()  # one closed: one more may open
+
+    asyncio.run(open_many())

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import paho.mqtt.client as mqtt
 from conftest import REPO, GatewayProcess, wait_until
 
 from provisioning.mosquitto import Mosquitto
@@ -210,3 +211,22 @@ def test_the_default_stall_time_reports_within_half_a_minute():
 
     settings = config.resolve(None, environ={})
     assert settings["ingest_stall_after"] + 1 < 30  # the health check sees it at the next request
+
+
+def test_the_broker_takes_no_payload_over_4_kb(gateway, mqtt_client, unit_id):
+    gateway.register(unit_id)
+    big = status(1, 3, pad="x" * 5000).encode()  # over message_size_limit: dropped, its PUBACK sent
+    publish(mqtt_client, f"siaga/{unit_id}/status", big)
+    huge = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"huge-{unit_id}")
+    gone = []
+    huge.on_disconnect = lambda *a: gone.append(a)
+    huge.connect("127.0.0.1", gateway.mqtt_port)
+    huge.loop_start()
+    try:
+        huge.publish(f"siaga/{unit_id}/status", b"x" * 16_000_000, qos=1)  # over max_packet_size
+        wait_until(lambda: gone, 30, what="the broker ending the sender's connection")
+    finally:
+        huge.loop_stop()
+    publish(mqtt_client, f"siaga/{unit_id}/status", status(2, 2))
+    wait_until(lambda: [p["key"] for p in presses(gateway, unit_id)] == [2], what="the next press stored")
+    assert quarantine(gateway, [unit_id]) == []  # neither reached the gateway
