@@ -5,7 +5,6 @@ Every error leaves as one JSON body: {"error": {"code": ..., "message": ...}}.
 
 import asyncio
 import json
-import math
 import time
 from typing import Literal
 
@@ -16,14 +15,12 @@ from pydantic import Field
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from . import __version__, api_dispatch, api_reports, auth, availability, protocol, store, unit_settings, web
+from . import __version__, api_dispatch, api_reports, auth, protocol, store, unit_settings, web
 from .api_docs import document_errors
 from .api_params import UNIT_ID, Availability, Strict, UnitKind, known_query
 from .errors import ApiError, BadRequest, NotFound
 from .limits import BodyLimit
 from .pipeline import Action
-
-REGISTRY_POLL_S = 2.0  # how often a quiet live stream looks for units decommissioned or enabled
 
 
 def unit_model(schemes):
@@ -51,27 +48,10 @@ def user_of():
     return Depends(auth.acting_user)
 
 
-class Decommissioned:
-    """Which units are decommissioned (store.decommissioned), read again from the
-    database at most every `max_age` s, or now when asked for `fresh`: the live streams
-    ask at every event, an API call wants what is true now."""
-
-    def __init__(self, reader, max_age=1.0):
-        self.reader = reader
-        self.max_age = max_age
-        self.units, self.read_at = {}, -math.inf
-
-    def __call__(self, fresh=False):
-        if fresh or time.monotonic() - self.read_at >= self.max_age:
-            self.units = store.decommissioned(self.reader)
-            self.read_at = time.monotonic()
-        return self.units
-
-
-def with_registry(row, view, gone):
-    """A unit as the API shows it: its registry entry, its view, and whether it is
-    decommissioned (`gone`: unit -> when)."""
-    out = {
+def with_registry(row, view):
+    """A unit as the API shows it: its registry entry and its view (which says whether it
+    is decommissioned: Pipeline.view)."""
+    return {
         "unit_id": row["unit_id"],
         "callsign": row.get("callsign"),
         "kind": row.get("kind"),
@@ -79,7 +59,6 @@ def with_registry(row, view, gone):
         "status_scheme": row.get("status_scheme") or "default",
         **{k: v for k, v in view.items() if k != "unit_id"},
     }
-    return availability.decommissioned(out, gone.get(row["unit_id"]))
 
 
 def with_clock(device, trust):
@@ -153,12 +132,9 @@ def create_app(gw):
     )
     _install_errors(app)
     reader = gw.store.reader()
-    decommissioned = Decommissioned(reader)
 
-    def unit_json(row, now=None, gone=None):
-        """`gone`: decommissioned units, when the caller has read them for many units."""
-        view = gw.pipeline.view(row["unit_id"], gw.clock() if now is None else now)
-        return with_registry(row, view, decommissioned(fresh=True) if gone is None else gone)
+    def unit_json(row, now=None):
+        return with_registry(row, gw.pipeline.view(row["unit_id"], gw.clock() if now is None else now))
 
     def registered(unit_id):
         row = gw.pipeline.registry.get(unit_id) or gw.store.unit(unit_id)
@@ -167,7 +143,7 @@ def create_app(gw):
         return row
 
     app.include_router(auth.router(guard))
-    app.include_router(api_dispatch.router(gw, registered, unit_json, user_of, decommissioned))
+    app.include_router(api_dispatch.router(gw, registered, unit_json, user_of))
     app.include_router(api_reports.router(gw, registered, reader))
 
     @app.get("/api/v1/health", responses={503: {"description": "degraded: `problems` says why"}})
@@ -191,8 +167,7 @@ def create_app(gw):
     @app.get("/api/v1/units")
     def units(kind: UnitKind | None = None, availability: Availability | None = None):
         rows = sorted(gw.pipeline.registry.values(), key=lambda r: r["unit_id"])
-        gone = decommissioned(fresh=True)
-        out = [unit_json(r, gone=gone) for r in rows if kind in (None, r["kind"])]
+        out = [unit_json(r) for r in rows if kind in (None, r["kind"])]
         return [u for u in out if availability in (None, u["availability"])]
 
     UnitIn = unit_model(gw.pipeline.schemes)  # noqa: N806 (a class)
@@ -268,38 +243,24 @@ def create_app(gw):
     async def stream(request: Request):
         sub = gw.hub.subscribe()
 
-        def registry_changes(before, after):
-            """Units decommissioned or enabled since `before`: `siaga unit` does it from
-            its own process, so no event of the pipeline's says so."""
-            changed = sorted(u for u in before.keys() | after.keys() if before.get(u) != after.get(u))
-            rows = (gw.pipeline.registry.get(u) for u in changed)
-            return [sse(unit_json(row, gone=after)) for row in rows if row]
-
         async def events():
             checked = time.monotonic()
-            gone = decommissioned()
             try:
                 yield "retry: 1000\n\n"
                 while True:
                     try:
-                        wait = min(guard.recheck_s, REGISTRY_POLL_S)
-                        view = await asyncio.wait_for(sub.queue.get(), wait)
+                        view = await asyncio.wait_for(sub.queue.get(), guard.recheck_s)
                     except TimeoutError:
                         view = None
                     if time.monotonic() - checked >= guard.recheck_s:
                         if not await asyncio.to_thread(guard.still_valid, request):
                             return  # the session ended or the token was revoked
                         checked = time.monotonic()
-                    latest = decommissioned()
-                    if latest is not gone:
-                        before, gone = gone, latest
-                        for event in registry_changes(before, gone):
-                            yield event
                     if view is None:
                         yield ": keep-alive\n\n"
                     else:
                         row = gw.pipeline.registry.get(view["unit_id"]) or {"unit_id": view["unit_id"]}
-                        yield sse(with_registry(row, view, gone))
+                        yield sse(with_registry(row, view))
             finally:
                 gw.hub.unsubscribe(sub)
 

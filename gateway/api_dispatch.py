@@ -32,8 +32,7 @@ def wib(ts):
     return time.strftime("%Y-%m-%d %H:%M WIB", time.gmtime(ts + WIB))
 
 
-def router(gw, registered, unit_json, user_of, decommissioned):
-    """`decommissioned(fresh=True)`: unit -> when it was decommissioned (api.Decommissioned)."""
+def router(gw, registered, unit_json, user_of):
     r = APIRouter(prefix="/api/v1")
 
     def run(unit_id, action, user, **kw):
@@ -45,8 +44,7 @@ def router(gw, registered, unit_json, user_of, decommissioned):
         """409 `decommissioned` for a unit out of the fleet: it cannot be assigned, nor
         given a status or a lock. Releasing it and ending its emergency stay allowed, to
         tidy up after it."""
-        registered(unit_id)
-        at = decommissioned(fresh=True).get(unit_id)
+        at = registered(unit_id).get("decommissioned_at")
         if at is not None:
             raise Conflict(
                 f"{unit_id} is decommissioned (since {wib(at)}): it cannot be {what};"
@@ -89,6 +87,20 @@ def router(gw, registered, unit_json, user_of, decommissioned):
         """Only this clears an emergency."""
         return run(unit_id, "clear_emergency", user, reason=body.reason if body else "")
 
+    @r.post("/units/{unit_id}/decommission")
+    def decommission(body: ReasonIn | None = None, user: str = user_of(), unit_id: str = UNIT_ID):
+        """The unit leaves the fleet: out of service, never offered, assigned, given a
+        status or locked (409); its history stays, and the gateway forgets its message
+        counters. `siaga unit decommission` does this and refuses it on the broker."""
+        registered(unit_id)
+        return run(unit_id, "decommission", user, reason=body.reason if body else "")
+
+    @r.post("/units/{unit_id}/enable")
+    def enable(body: ReasonIn | None = None, user: str = user_of(), unit_id: str = UNIT_ID):
+        """A decommissioned unit is back in the fleet (`siaga unit enable`)."""
+        registered(unit_id)
+        return run(unit_id, "enable", user, reason=body.reason if body else "")
+
     @r.post("/units/{unit_id}/ack-emergency")
     def ack_emergency(user: str = user_of(), unit_id: str = UNIT_ID):
         """A dispatcher has seen the emergency: every dispatcher's alarm stops. The
@@ -110,11 +122,10 @@ def router(gw, registered, unit_json, user_of, decommissioned):
         kinds = (kind,) if kind else INCIDENT_KINDS.get(incident_kind or "other")
         now = gw.clock()
         out = []
-        gone = decommissioned(fresh=True)  # out of service, never offered (availability.decommissioned)
         for row in gw.pipeline.registry.values():
             if row["kind"] not in kinds:
                 continue
-            u = unit_json(row, now, gone)
+            u = unit_json(row, now)  # a decommissioned unit is out of service: never offered
             if u["availability"] != "available" or u["position"] is None:
                 continue
             pos = u["position"]

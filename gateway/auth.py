@@ -56,6 +56,8 @@ ROUTES = {
     ("PUT", UNIT + "/settings"): "units",
     ("DELETE", UNIT + "/settings/{name}"): "units",
     ("POST", UNIT + "/reset-counters"): "units",
+    ("POST", UNIT + "/decommission"): "units",
+    ("POST", UNIT + "/enable"): "units",
     ("GET", UNIT + "/statuses"): "view",
     ("GET", UNIT + "/track"): "view",
     ("POST", UNIT + "/assign"): "dispatch",

@@ -208,6 +208,8 @@ DISPATCHER_ACTIONS = {
     "clear_emergency": _clear_emergency,
     "ack_emergency": _ack_emergency,
     "reset_ids": _reset_ids,
+    "decommission": _reset_ids,  # the registry says the rest: decommissioned()
+    "enable": lambda state, ev: {},
 }
 
 

@@ -92,6 +92,7 @@ class Batch:
         self.refused = Counter()
         self.accepted = self.duplicates = 0
         self.downlinks, self.messages, self.actions = [], [], []
+        self.registry_changed = False
 
     def state(self, unit_id):
         return self.states.get(unit_id) or self.p.state(unit_id)
@@ -153,7 +154,8 @@ class Pipeline:
     def view(self, unit_id, now):
         row = self.registry.get(unit_id) or {}
         home = (row.get("home_lat"), row.get("home_lon"))
-        return availability.view(self.state(unit_id), now, self.limits, self.scheme_for(unit_id), home)
+        view = availability.view(self.state(unit_id), now, self.limits, self.scheme_for(unit_id), home)
+        return availability.decommissioned(view, row.get("decommissioned_at"))
 
     def refresh_registry(self):
         self.registry = self.store.units()
@@ -287,8 +289,11 @@ class Pipeline:
             user=act.user,
         )
         b.fold(act.unit_id, [event])
-        if act.action == "reset_ids":  # rotated, moved or decommissioned: a new start
+        if act.action in ("reset_ids", "decommission"):  # rotated, moved or decommissioned: a new start
             b.seen[act.unit_id] = SeenIds.fresh()
+        if act.action in ("decommission", "enable"):
+            self.store.set_decommissioned(act.unit_id, act.t if act.action == "decommission" else None)
+            b.registry_changed = True
         down = protocol.encode_action(act.action, action_id, act.incident)
         if down:
             b.downlinks.append((protocol.down_topic(act.unit_id), down))
@@ -309,6 +314,8 @@ class Pipeline:
 
     def _absorb(self, b, out):
         """A committed batch's results become the pipeline's."""
+        if b.registry_changed:
+            self.refresh_registry()
         self.states.update(b.states)
         self.seen.update(b.seen)
         self.refused.update(b.refused)
@@ -389,6 +396,7 @@ class Pipeline:
                 view["emergency"] and tuple(view["emergency"].values()),
                 view["assignment"] and (view["assignment"]["id"], view["assignment"]["acknowledged"]),
                 view["overridden"] and view["overridden"]["since"],
+                view["decommissioned_at"],
             )
             if self._shown.get(unit_id) != key:
                 self._shown[unit_id] = key

@@ -335,6 +335,11 @@ class Store:
             self.db["units"].upsert(row, pk="unit_id")
         return self.unit(row["unit_id"])
 
+    def set_decommissioned(self, unit_id, at):
+        """When the unit left the fleet, or None: back in service (in the caller's
+        transaction: the pipeline's, as a dispatcher action)."""
+        self.db.execute("update units set decommissioned_at = ? where unit_id = ?", [at, unit_id])
+
     # uplink
     POSITION_COLUMNS = ("boot", "seq", "t", "lat", "lon", "speed", "heading", "sats", "hdop", "sent")
     POSITION_INSERT = (  # the hot path: a batch's rows in a few statements (insert_rows)
@@ -556,14 +561,6 @@ def track(db, unit_id, since, until):
         " order by t, boot, seq"
     )
     return db.execute(sql, [unit_id, since, until]).fetchall()
-
-
-def decommissioned(db):
-    """unit -> when it was decommissioned, for the units out of the fleet. `siaga unit
-    decommission` and `enable` write this column from their own process, so a running
-    gateway reads it here rather than from the registry it loaded."""
-    sql = "select unit_id, decommissioned_at from units where decommissioned_at is not null"
-    return dict(db.execute(sql).fetchall())
 
 
 def quarantine_counts(db):

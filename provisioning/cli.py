@@ -8,7 +8,6 @@ the API token from $SIAGA_TOKEN (or `siaga --token`); neither is ever a flag of 
 import csv
 import os
 import sys
-import time
 from pathlib import Path
 
 from gateway import cli as gateway_cli
@@ -207,39 +206,29 @@ def cmd_decommission(args):
     with _admin(args) as admin:
         admin.decommission(args.unit_id)
     print(f"{args.unit_id}: decommissioned: the broker refuses it from now on; its history stays")
-    if mark_decommissioned(_gateway_data(args), args.unit_id, time.time()):
-        print(f"{args.unit_id}: marked decommissioned in the gateway's registry")
-    return gateway_cli.reset_counters(args)
+    return _gateway_action(args, "decommission", "out of the fleet in the gateway too")
 
 
 def cmd_enable(args):
     with _admin(args) as admin:
         admin.enable(args.unit_id)
-    mark_decommissioned(_gateway_data(args), args.unit_id, None)
     print(f"{args.unit_id}: enabled again on the broker")
+    return _gateway_action(args, "enable", "back in the fleet in the gateway too")
 
 
-def _gateway_data(args):
-    return Path(getattr(args, "data", None) or os.environ.get("SIAGA_DATA_DIR", "var"))
-
-
-def mark_decommissioned(data_dir, unit_id, at):
-    """Note it (`at`, or None: in service again) in the registry of the gateway whose
-    data folder this is; its history stays. False if there is no such database or unit."""
-    from gateway.store import Store
-
-    path = Path(data_dir) / "siaga.db"
-    if not path.exists():
-        return False
-    store = Store(path)
+def _gateway_action(args, action, done):
+    """The gateway's half of decommission and enable (its API, so that its pipeline,
+    its live stream and its dispatchers see it at once): 0, or 1 said on stderr."""
     try:
-        if store.unit(unit_id) is None:
-            return False
-        with store.atomic() as db:
-            db["units"].update(unit_id, {"decommissioned_at": at})
-        return True
-    finally:
-        store.db.conn.close()
+        gateway_cli.http_json(f"{gateway_cli.api_url(args)}/api/v1/units/{args.unit_id}/{action}", {}, "POST")
+    except SiagaError as e:
+        print(
+            f"{args.unit_id}: the gateway was not told ({e.message}); run this again once it answers",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"{args.unit_id}: {done}")
+    return 0
 
 
 def cmd_ca_init(args):
@@ -283,6 +272,4 @@ def add_unit_commands(usub):
         c.add_argument("unit_id")
         c.add_argument("--broker-data", help="the secure broker's data folder [env SIAGA_BROKER_DATA]")
         c.add_argument("--api", help="gateway URL [env SIAGA_API]; the API token comes from SIAGA_TOKEN")
-        if name != "rotate":
-            c.add_argument("--data", help="the gateway's data folder, to mark it there [env SIAGA_DATA_DIR]")
         c.set_defaults(func=func)

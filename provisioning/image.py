@@ -7,9 +7,12 @@ A module loaded from a .mpy file lives in the heap (frozen code does not), so th
 is built lean (docs/firmware-memory.md): each module names itself by its path in the
 image (`lib/unit.py`, not the build machine's path: a traceback still says where) and
 carries no line numbers, which cost about 2.3 KB of heap in the 64-bit unix port.
-`lines=True` keeps them, for a bench unit being debugged."""
+`lines=True` keeps them, for a bench unit being debugged.
 
-import shutil
+The image is an update installed on purpose: its main.py says so (`UPDATE`), and so its
+modules go before any frozen into the board's MicroPython; without it, frozen code
+wins over whatever .mpy files a flash may hold (firmware/main.py)."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -50,5 +53,8 @@ def build(out_dir, optimise=1, lines=False):
     for old in out_dir.glob("*/*.mpy"):  # a module removed from the source leaves too
         if old.relative_to(out_dir) not in wanted:
             old.unlink()
-    shutil.copy2(FIRMWARE / "main.py", out_dir / "main.py")
+    main = (FIRMWARE / "main.py").read_text()
+    if "\nUPDATE = None" not in main:
+        raise RuntimeError("firmware/main.py has no UPDATE = None line to mark the image")
+    (out_dir / "main.py").write_text(main.replace("\nUPDATE = None", '\nUPDATE = "image"', 1))
     return out_dir

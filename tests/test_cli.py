@@ -4,14 +4,12 @@ the unit table against a running gateway."""
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from conftest import wait_until
 
 from gateway.cli import build_parser
-from provisioning.cli import mark_decommissioned
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -63,7 +61,7 @@ def test_units_table(gateway, unit_id):
 
 def test_a_decommissioned_unit_says_so_in_the_units_table(gateway, unit_id):
     gateway.register(unit_id, kind="ambulance")
-    assert mark_decommissioned(gateway.data_dir, unit_id, time.time())  # `siaga unit decommission`
+    assert gateway.request("POST", f"/api/v1/units/{unit_id}/decommission", {})[0] == 200
     run = siaga("units", *api(gateway))
     assert run.returncode == 0, run.stderr
     line = [x for x in run.stdout.splitlines() if x.startswith(unit_id)][0]

@@ -9,8 +9,6 @@ import time
 import httpx
 from conftest import wait_until
 
-from provisioning.cli import mark_decommissioned
-
 INCIDENT = {"lat": -2.2050, "lon": 113.9200, "kind": "medical", "note": "Jl. Yos Sudarso 12"}
 
 
@@ -182,10 +180,11 @@ def test_a_decommissioned_unit_is_out_of_service_never_nearest_and_not_assignabl
     )
     listener.start()
     connected.wait(10)
-    at = time.time()
-    # what `siaga unit decommission` writes, from its own process, while the gateway runs
-    # (its broker side: tests/test_security.py)
-    assert mark_decommissioned(gateway.data_dir, unit_id, at)
+    # what `siaga unit decommission` asks of the gateway (its broker side: tests/test_security.py)
+    status, body = post(gateway, f"/api/v1/units/{unit_id}/decommission", {"reason": "engine fire"})
+    assert status == 200, body
+    at = body["unit"]["decommissioned_at"]
+    assert at is not None and body["unit"]["availability"] == "out_of_service"
 
     u = gateway.unit(unit_id)
     assert u["decommissioned_at"] == at and u["availability"] == "out_of_service"
@@ -206,7 +205,7 @@ def test_a_decommissioned_unit_is_out_of_service_never_nearest_and_not_assignabl
     listener.join(15)  # the map hears of it though the unit sent nothing new
     assert seen and seen[-1]["decommissioned_at"] == at and seen[-1]["availability"] == "out_of_service"
 
-    assert mark_decommissioned(gateway.data_dir, unit_id, None)  # `siaga unit enable`
+    assert post(gateway, f"/api/v1/units/{unit_id}/enable")[0] == 200  # `siaga unit enable`
     u = gateway.unit(unit_id)
     assert u["decommissioned_at"] is None and u["availability"] == "available"
     assert unit_id in [x["unit_id"] for x in gateway.get(nearest)[1]]

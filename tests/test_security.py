@@ -371,8 +371,10 @@ def test_the_cli_rotates_and_decommissions(
             store.db.execute("select count(*) from status_events where unit_id = ?", [unit_id]).fetchone()[0]
             == 1
         )
-        resets = "select count(*) from dispatcher_actions where unit_id = ? and action = 'reset_ids'"
-        assert store.db.execute(resets, [unit_id]).fetchone()[0] == 2  # rotate and decommission
+        actions = "select action from dispatcher_actions where unit_id = ? order by id"
+        assert [r[0] for r in store.db.execute(actions, [unit_id])] == ["reset_ids", "decommission"]
+        assert siaga(["unit", "enable", unit_id]) == 0
+        assert admin.is_enabled(unit_id) and store.unit(unit_id)["decommissioned_at"] is None
         assert siaga(["unit", "rotate", unit_id + "x"]) == 2
         assert f"unit {unit_id}x has no credentials" in capsys.readouterr().err
     finally:

@@ -15,7 +15,6 @@ from conftest import wait_until
 from playwright.sync_api import expect, sync_playwright
 
 from gateway.process import GatewayProcess
-from provisioning.cli import mark_decommissioned
 from provisioning.mosquitto import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -334,8 +333,9 @@ def test_a_decommissioned_unit_is_hidden_until_asked_for_then_shown(gateway, vun
     page = open_map("supervisor")  # may dispatch and lock
     expect(marker(page, a)).to_have_attribute("data-availability", "available")
 
-    at = time.time()
-    assert mark_decommissioned(gateway.data_dir, a, at)  # `siaga unit decommission`, its gateway side
+    assert (
+        gateway.request("POST", f"/api/v1/units/{a}/decommission", {})[0] == 200
+    )  # `siaga unit decommission`
     expect(marker(page, a)).to_have_count(0, timeout=10000)  # live: the unit sent nothing new
     expect(row(page, a)).to_be_hidden()
     expect(marker(page, b)).to_be_visible()
@@ -361,7 +361,7 @@ def test_a_decommissioned_unit_is_hidden_until_asked_for_then_shown(gateway, vun
     expect(page.locator("#nearest li.empty")).to_be_visible()
     expect(page.locator(f'#nearest li[data-unit="{a}"]')).to_have_count(0)
 
-    assert mark_decommissioned(gateway.data_dir, a, None)  # `siaga unit enable`
+    assert gateway.request("POST", f"/api/v1/units/{a}/enable", {})[0] == 200  # `siaga unit enable`
     expect(marker(page, a)).to_have_attribute("data-look", "available", timeout=10000)
     expect(page.locator("#decommissioned-count")).to_have_text("")
     page.click("#incident-form button[type=submit]")
