@@ -68,7 +68,7 @@ def router(gw, registered, unit_json, user_of):
         """Set a unit's status for its crew, with a reason."""
         in_service(unit_id, "given a status")
         status = gw.pipeline.scheme_for(unit_id).get(body.key)
-        if status is None or body.key in availability.FLAG_KEYS or status.availability == "emergency":
+        if status is None or not status.settable:
             raise BadRequest(f"key {body.key} is not a status a dispatcher can set")
         return run(unit_id, "status", user, key=body.key, reason=body.reason)
 

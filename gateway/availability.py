@@ -20,6 +20,8 @@ dispatcher had locked the unit's status loses; the loser is shown, not hidden.
 import math
 from dataclasses import dataclass, replace
 
+from .statuses import UNCHANGED
+
 NEVER = ()
 CREW, DISPATCHER = "crew", "dispatcher"
 HISTORY = 16  # statuses and locks kept in the state; older ones live in the store
@@ -28,9 +30,11 @@ HISTORY = 16  # statuses and locks kept in the state; older ones live in the sto
 # same (boot, seq): the will of a session is newer than the birth of that session.
 LINK_EVENTS = {"birth": ("online", 0), "will": ("lost", 1), "bye": ("shutdown", 2)}
 
-# Crew keys that raise a flag rather than set a status.
-FLAG_KEYS = {5: "talk_request"}
-ACK_KEYS = (3,)  # the crew acknowledges an assignment by pressing "en route"
+# What some statuses do beyond their availability, by the code the unit's scheme gives
+# them (statuses.py), so that an agency's own scheme numbers its keys as it likes.
+AT_STATION, EN_ROUTE = "available_station", "en_route"
+ACK_CODES = (EN_ROUTE,)  # the crew acknowledges an assignment by pressing "en route"
+# A status whose availability is "unchanged" raises a flag rather than set a status.
 # A unit's clock (GNSS, whole seconds) and the gateway's may differ by a little: a press
 # this close before an assignment still acknowledges it.
 CLOCK_SKEW = 2.0
@@ -135,10 +139,15 @@ def _insert(history, item):
 # Each handler returns the fields of the state it changes (a dict, maybe empty).
 
 
+def _code(scheme, key):
+    status = scheme.get(key)
+    return status and status.code
+
+
 def _on_press(state, ev, scheme):
-    if ev.key in FLAG_KEYS:
-        return {"flag": max(state.flag, (ev.order, ev.key))}
     status = scheme.get(ev.key)
+    if status is not None and status.availability == UNCHANGED:
+        return {"flag": max(state.flag, (ev.order, ev.key))}
     if status is not None and status.availability == "emergency":
         return {"emergency_order": max(state.emergency_order, ev.order)}
     return {"statuses": _insert(state.statuses, (ev.order, ev.key, CREW, ""))}
@@ -285,7 +294,8 @@ def _assignment_state(state, scheme):
         return None, False
     order, incident = state.assignment
     acked = any(
-        ev[0][0] >= order[0] - CLOCK_SKEW and ev[2] == CREW and ev[1] in ACK_KEYS for ev in state.statuses
+        ev[0][0] >= order[0] - CLOCK_SKEW and ev[2] == CREW and _code(scheme, ev[1]) in ACK_CODES
+        for ev in state.statuses
     )
     current, _ = status_in_force(state)
     if acked and current is not None and current[0] > order:
@@ -342,9 +352,9 @@ def distance_m(a_lat, a_lon, b_lat, b_lon):
     return 2 * 6_371_000 * math.asin(math.sqrt(h))
 
 
-def _current_key(state):
+def _current_code(state, scheme):
     current, _ = status_in_force(state)
-    return current and current[1]
+    return current and _code(scheme, current[1])
 
 
 def _talk_request(state, now, limits, scheme, home):
@@ -362,14 +372,14 @@ def _assigned_no_ack(state, now, limits, scheme, home):
 
 def _away_from_station(state, now, limits, scheme, home):
     pos = state.position
-    if _current_key(state) != 2 or pos is None or not home or home[0] is None:
+    if _current_code(state, scheme) != AT_STATION or pos is None or not home or home[0] is None:
         return False
     return distance_m(pos["lat"], pos["lon"], home[0], home[1]) > limits.station_radius_m
 
 
 def _en_route_not_moving(state, now, limits, scheme, home):
     current, _ = status_in_force(state)
-    if current is None or current[1] != 3:
+    if current is None or _code(scheme, current[1]) != EN_ROUTE:
         return False
     since = max(current[0][0], state.last_moved_t or 0)
     return now - since > limits.en_route_idle_after

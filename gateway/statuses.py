@@ -23,6 +23,11 @@ class Status:
     availability: str
     long_press: bool = False
 
+    @property
+    def settable(self):
+        """Whether a dispatcher may set it: not a flag, not the crew's emergency."""
+        return self.availability not in (UNCHANGED, "emergency")
+
     def as_json(self):
         return {"key": self.key, "code": self.code, "label": self.label_id, "label_en": self.label_en}
 

@@ -8,8 +8,6 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from . import availability
-
 WEB = Path(__file__).resolve().parent / "web"
 LEAFLET = Path(__file__).resolve().parent.parent / "node_modules" / "leaflet" / "dist"
 
@@ -24,8 +22,7 @@ def _statuses(scheme):
     out = []
     for key in sorted(scheme.by_key):
         s = scheme.by_key[key]
-        settable = key not in availability.FLAG_KEYS and s.availability != "emergency"
-        out.append(dict(s.as_json(), availability=s.availability, settable=settable))
+        out.append(dict(s.as_json(), availability=s.availability, settable=s.settable))
     return out
 
 

@@ -294,3 +294,38 @@ class Events(RuleBasedStateMachine):
 
 Events.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 TestEvents = Events.TestCase
+
+
+def test_rules_follow_the_codes_of_the_units_own_scheme():
+    """An agency numbers its keys as it likes: "en route" on 7, "at station" on 4, the
+    request to talk on 2; the rules follow the codes, not the default's numbers."""
+    from gateway.statuses import Status
+
+    own = StatusScheme(
+        (
+            Status(1, "available_road", "Siaga", "Available", "available"),
+            Status(4, "available_station", "Di pos", "At station", "available"),
+            Status(7, "en_route", "Berangkat", "En route", "busy"),
+            Status(3, "on_scene", "Di lokasi", "On scene", "busy"),
+            Status(2, "request_talk", "Bicara", "Talk", "unchanged"),
+            Status(0, "emergency", "Darurat", "Emergency", "emergency", long_press=True),
+        )
+    )
+
+    def fold_own(events):
+        state = UnitState("sar-01")
+        for ev in events:
+            state = apply(state, ev, own)
+        return state
+
+    assigned = [online(), press(1, T0), act("assign", T0 + 5, incident=INCIDENT)]
+    v = view(fold_own([*assigned, press(3, T0 + 10)]), T0 + 11, LIMITS, own, HOME)
+    assert v["availability"] == "assigned"  # 3 is "on scene" here: not the acknowledgement
+    v = view(fold_own([*assigned, press(7, T0 + 10)]), T0 + 11, LIMITS, own, HOME)
+    assert v["availability"] == "busy" and v["assignment"]["acknowledged"]
+    idle = view(fold_own([*assigned, press(7, T0 + 10)]), T0 + 10 + 400, LIMITS, own, HOME)
+    assert "en_route_not_moving" in idle["flags"]
+    talk = view(fold_own([online(), press(1, T0), press(2, T0 + 1)]), T0 + 2, LIMITS, own, HOME)
+    assert talk["status"]["key"] == 1 and "talk_request" in talk["flags"]
+    far = fold_own([online(), press(4, T0), fix(T0 + 5, lat=-2.2225)])
+    assert "away_from_station" in view(far, T0 + 6, LIMITS, own, HOME)["flags"]
