@@ -30,7 +30,16 @@ from typing import Literal, NamedTuple
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import ApiError, BadRequest, NotFound
+from .errors import (
+    BadCredentials,
+    BadRequest,
+    Conflict,
+    CsrfRefused,
+    Forbidden,
+    NotFound,
+    Throttled,
+    Unauthenticated,
+)
 
 PERMISSIONS = ("view", "dispatch", "lock", "users", "device", "units")
 ROLES = {
@@ -94,36 +103,6 @@ THROTTLE_ENTRIES = 10_000  # names and addresses remembered; the oldest are forg
 MIN_PASSWORD = 8
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}  # 16 MiB and some 35 ms a hash
-
-
-class Unauthenticated(ApiError):
-    status = 401
-    code = "unauthenticated"
-
-
-class BadCredentials(ApiError):
-    status = 401
-    code = "bad_credentials"
-
-
-class Forbidden(ApiError):
-    status = 403
-    code = "forbidden"
-
-
-class CsrfRefused(ApiError):
-    status = 403
-    code = "csrf"
-
-
-class Throttled(ApiError):
-    status = 429
-    code = "throttled"
-
-
-class Conflict(ApiError):
-    status = 409
-    code = "exists"
 
 
 class Principal(NamedTuple):
@@ -198,7 +177,7 @@ def add_user(db, name, role, password, now=None):
         raise BadRequest(f"{name!r} is not a user name: lower-case letters, digits, '.', '_', '-'")
     check_role(role)
     if _one(db, "select 1 from users where name = ?", [name]):
-        raise Conflict(f"user {name!r} exists")
+        raise Conflict(f"user {name!r} exists", "exists")
     db.execute(
         "insert into users (name, role, password_hash, created_at) values (?, ?, ?, ?)",
         [name, role, hash_password(check_new_password(password)), now or time.time()],

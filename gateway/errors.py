@@ -6,10 +6,16 @@
     ├── ConfigError        a setting is missing or invalid
     └── ApiError           an HTTP request that cannot be served
         ├── BadRequest     400: a parameter is wrong
+        ├── Unauthenticated 401: no login, or a wrong or expired one
+        │   └── BadCredentials   a wrong name or password at login
+        ├── Forbidden      403: the role may not do this
+        │   └── CsrfRefused      a session's change without its CSRF token
         ├── NotFound       404: no such unit (or other resource)
-        ├── Conflict       409: the unit's state forbids it (e.g. it is decommissioned)
+        ├── Conflict       409: the unit's state forbids it (decommissioned), or it exists
+        ├── Throttled      429: too many logins tried, or too many being checked
         └── Unavailable    503: not now
-            └── StoreUnavailable  the gateway's store cannot write (disk full, I/O error)
+            ├── StoreUnavailable  the gateway's store cannot write (disk full, I/O error)
+            └── TooManyStreams    too many live streams are open
 
 The CLI turns a SiagaError into a message and exit code 2; the HTTP API into one JSON
 body `{"error": {"code": ..., "message": ...}}` with the ApiError's status.
@@ -47,6 +53,29 @@ class BadRequest(ApiError):
     code = "bad_request"
 
 
+class Unauthenticated(ApiError):
+    status = 401
+    code = "unauthenticated"
+
+
+class BadCredentials(Unauthenticated):
+    code = "bad_credentials"
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+
+
+class CsrfRefused(Forbidden):
+    code = "csrf"
+
+
+class Throttled(ApiError):
+    status = 429
+    code = "throttled"
+
+
 class NotFound(ApiError):
     status = 404
     code = "not_found"
@@ -64,3 +93,7 @@ class Unavailable(ApiError):
 
 class StoreUnavailable(Unavailable):
     code = "store_unavailable"
+
+
+class TooManyStreams(Unavailable):
+    code = "too_many_streams"

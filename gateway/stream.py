@@ -9,14 +9,10 @@ import asyncio
 import threading
 import time
 
-from .errors import Unavailable
+from .errors import TooManyStreams
 
 QUEUE_MAX = 1000
 SUBSCRIBERS_MAX = 500  # live streams at once (a 112 centre has tens of screens); more: 503
-
-
-class TooManyStreams(Unavailable):
-    code = "too_many_streams"
 
 
 class Subscriber:

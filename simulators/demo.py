@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from gateway import auth
+from gateway.errors import Conflict
 from gateway.process import GatewayProcess
 from provisioning.mosquitto import Mosquitto, die_with_parent, free_port, port_is_free
 
@@ -33,7 +34,7 @@ def demo_login(data, name="dispatcher"):
         with store.atomic() as db:
             try:
                 auth.add_user(db, name, "dispatcher", password)
-            except auth.Conflict:
+            except Conflict:
                 auth.set_password(db, name, password)
     finally:
         store.db.conn.close()

@@ -14,6 +14,7 @@ from conftest import REPO, wait_until
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from gateway import auth, config
+from gateway.errors import Conflict
 from gateway.process import GatewayProcess, make_token
 
 PASSWORD = "rahasia-112"
@@ -287,7 +288,7 @@ def test_password_hashes_are_slow_salted_and_not_the_password(tmp_path):
     assert rows["ani"] != rows["ina"] and all(PASSWORD not in h for h in rows.values())
     assert all(h.startswith("scrypt$") for h in rows.values())
     assert auth.check_password(PASSWORD, rows["ani"]) and not auth.check_password(PASSWORD + "x", rows["ani"])
-    with pytest.raises(auth.Conflict), store.atomic() as db:
+    with pytest.raises(Conflict), store.atomic() as db:
         auth.add_user(db, "ani", "supervisor", PASSWORD)
 
 

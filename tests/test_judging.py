@@ -287,11 +287,12 @@ def test_live_streams_are_bounded():
     from concurrent.futures import ThreadPoolExecutor
 
     from gateway import stream
+    from gateway.errors import TooManyStreams
 
     async def open_many():
         hub = stream.Hub()
         subs = [hub.subscribe() for _ in range(stream.SUBSCRIBERS_MAX)]
-        with pytest.raises(stream.TooManyStreams):
+        with pytest.raises(TooManyStreams):
             hub.subscribe()
         hub.unsubscribe(subs[0])
         hub.subscribe()  # one closed: one more may open
