@@ -1,4 +1,6 @@
-"""Logins, roles, sessions, CSRF and API tokens for the HTTP API.
+"""Logins, roles, sessions and API tokens: who may do what, kept in the gateway's
+database. The HTTP side (the permission each route needs, cookies, CSRF) is
+gateway/api/logins.py.
 
 Two tables decide every request:
 - ROLES: what each role may do, as a set of permissions;
@@ -17,6 +19,7 @@ Passwords are kept as scrypt hashes (per-user random salt); session ids and API 
 only as SHA-256 hashes (they are long random strings, so a fast hash is enough).
 """
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -25,20 +28,14 @@ import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal, NamedTuple
-
-from fastapi import APIRouter, Path, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from typing import NamedTuple
 
 from .errors import (
     BadCredentials,
     BadRequest,
     Conflict,
-    CsrfRefused,
-    Forbidden,
     NotFound,
     Throttled,
-    Unauthenticated,
 )
 
 PERMISSIONS = ("view", "dispatch", "lock", "users", "device", "units")
@@ -49,48 +46,6 @@ ROLES = {
     "supervisor": frozenset(PERMISSIONS),  # also locks statuses and manages users
 }
 
-PUBLIC = "public"  # anyone, signed in or not
-SIGNED_IN = "signed in"  # any principal, whatever its role
-UNIT = "/api/v1/units/{unit_id}"
-ROUTES = {
-    ("GET", "/"): PUBLIC,  # the dispatcher's page; it asks for a login itself
-    ("GET", "/api/v1/health"): PUBLIC,
-    ("GET", "/api/v1/map-config"): "view",  # the map's tile source and status labels
-    ("POST", "/api/v1/login"): PUBLIC,
-    ("POST", "/api/v1/logout"): SIGNED_IN,
-    ("GET", "/api/v1/me"): SIGNED_IN,
-    ("GET", "/api/v1/units"): "view",
-    ("POST", "/api/v1/units"): "units",
-    ("GET", UNIT): "view",  # its `device` part only with the device permission
-    ("PUT", UNIT + "/settings"): "units",
-    ("DELETE", UNIT + "/settings/{name}"): "units",
-    ("POST", UNIT + "/reset-counters"): "units",
-    ("POST", UNIT + "/decommission"): "units",
-    ("POST", UNIT + "/enable"): "units",
-    ("GET", UNIT + "/statuses"): "view",
-    ("GET", UNIT + "/track"): "view",
-    ("POST", UNIT + "/assign"): "dispatch",
-    ("POST", UNIT + "/release"): "dispatch",
-    ("POST", UNIT + "/status"): "dispatch",
-    ("POST", UNIT + "/clear-emergency"): "dispatch",
-    ("POST", UNIT + "/ack-emergency"): "dispatch",
-    ("POST", UNIT + "/lock"): "lock",
-    ("POST", UNIT + "/unlock"): "lock",
-    ("GET", "/api/v1/nearest"): "view",
-    ("GET", "/api/v1/assignments"): "view",
-    ("GET", "/api/v1/response-times"): "view",
-    ("GET", "/api/v1/stream"): "view",
-    ("GET", "/api/v1/users"): "users",
-    ("POST", "/api/v1/users"): "users",
-    ("POST", "/api/v1/users/{name}/disable"): "users",
-}
-# Served without a login and outside the table: the page's files and the API's docs.
-PUBLIC_PREFIXES = ("/static/", "/vendor/", "/web/")
-PUBLIC_PATHS = ("/api/v1/openapi.json", "/api/v1/docs", "/docs/oauth2-redirect")  # FastAPI's
-
-COOKIE = "siaga_session"
-CSRF_HEADER = "X-CSRF-Token"
-SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 SESSION_LIFETIME = 12 * 3600.0  # a dispatch shift; the gateway's `session_lifetime` setting
 LOGIN_FAILURES_ALLOWED = 5  # failed logins in a row for one name before it is throttled
 ADDRESS_FAILURES_ALLOWED = 20  # failed logins from one client address, whatever the names
@@ -116,14 +71,6 @@ class Principal(NamedTuple):
     @property
     def permissions(self):
         return ROLES[self.role]
-
-
-def required(method, path):
-    """The permission a route needs; None if it is not in the table (refused)."""
-    method = "GET" if method == "HEAD" else method
-    if method == "GET" and (path.startswith(PUBLIC_PREFIXES) or path in PUBLIC_PATHS):
-        return PUBLIC
-    return ROUTES.get((method, path))
 
 
 # passwords
@@ -271,59 +218,30 @@ def session(db, sid, now):
     return (Principal(row[0], row[1], "session", row[2]), row[3]) if row and row[1] in ROLES else None
 
 
-class Auth:
-    """The HTTP side: who a request comes from, whether it may, logins and sessions."""
+class Logins:
+    """Who a login, a token or a session is: passwords checked under the throttle and on
+    a bounded pool of threads of their own, sessions that slide, tokens by hash."""
 
     def __init__(self, store, lifetime=SESSION_LIFETIME, clock=time.time):
         self.store = store
         self.reader = store.reader()
         self.lifetime = float(lifetime)
-        self.recheck_s = min(15.0, self.lifetime / 2)  # how often a live stream re-checks its login
         self.clock = clock
         self.throttle = Throttle(clock)
         self.hashing = threading.BoundedSemaphore(HASH_SLOTS)
         self.hasher = ThreadPoolExecutor(HASH_SLOTS, thread_name_prefix="siaga-password")
 
-    # the app-level dependency
-    def authorize(self, request: Request):
-        route = request.scope.get("route")
-        path = getattr(route, "path_format", request.url.path)
-        need = required(request.method, path)
-        if need == PUBLIC:
-            return
-        principal = self.identify(request)
-        if principal is None:
-            raise Unauthenticated("log in (POST /api/v1/login) or send Authorization: Bearer TOKEN")
-        if principal.via == "session" and request.method not in SAFE_METHODS:
-            sent = request.headers.get(CSRF_HEADER, "")
-            if not hmac.compare_digest(sent.encode(), principal.csrf.encode()):
-                raise CsrfRefused(f"{CSRF_HEADER} header missing or wrong: send the csrf of /api/v1/me")
-        if need is None:
-            raise Forbidden(f"{request.method} {path} is not open to any role")
-        if need != SIGNED_IN and need not in principal.permissions:
-            raise Forbidden(
-                f"{request.method} {path} needs the {need} permission; you are a {principal.role}"
-            )
-        request.state.principal = principal
+    def by_token(self, token):
+        return token_principal(self.reader, token)
 
-    def still_valid(self, request):
-        """Whether a long response (the live stream) may go on: its session or token still
-        holds. Does not extend the session: an open stream alone keeps no one logged in."""
-        return self.identify(request, extend=False) is not None
-
-    def identify(self, request, extend=True):
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token_principal(self.reader, token.strip())
-        sid = request.cookies.get(COOKIE)
-        if not sid:
-            return None
+    def by_session(self, sid, extend=True):
+        """The Principal of a live session, or None; `extend` slides it (seldom written)."""
         now = self.clock()
         found = session(self.reader, sid, now)
         if found is None:
             return None
         principal, expires = found
-        if extend and now + self.lifetime - expires > min(60.0, self.lifetime / 4):  # sliding, seldom written
+        if extend and now + self.lifetime - expires > min(60.0, self.lifetime / 4):
             with self.store.atomic() as db:
                 db.execute(
                     "update sessions set expires_at = ? where id_hash = ?",
@@ -331,39 +249,44 @@ class Auth:
                 )
         return principal
 
-    # logins
-    def login(self, name, password, address=""):
+    async def login(self, name, password, address=""):
         """(Principal, session id, CSRF token), or BadCredentials / Throttled. At most
         LOGIN_FAILURES_ALLOWED guesses count for a name, and ADDRESS_FAILURES_ALLOWED
         for a client address, within LOGIN_THROTTLE_S: each attempt is booked before its
-        password is checked, so guesses sent at once count as much as guesses in a row;
-        at most HASH_SLOTS checks run at once."""
+        password is checked, so guesses sent at once count as much as guesses in a row.
+        The check runs on a pool of HASH_SLOTS threads of its own, at most that many at
+        once; a refused attempt costs no thread at all, so a flood of them cannot grow
+        the gateway (each thread that ever ran scrypt would keep its 16 MiB)."""
         keys = ("name:" + name, "address:" + address)
         self.throttle.book(keys, (LOGIN_FAILURES_ALLOWED, ADDRESS_FAILURES_ALLOWED), name)
-        ok = None  # not checked: counts for nothing
+        found = None  # not checked: counts for nothing
         try:
-            sql = "select role, password_hash, disabled_at from users where name = ?"
-            row = _one(self.reader, sql, [name])
             if not self.hashing.acquire(blocking=False):
                 raise Throttled("the gateway is busy checking other logins; try again in a moment")
-            try:  # on the pool's own threads: each keeps its 16 MiB of scrypt memory for reuse
-                good = self.hasher.submit(check_password, password, row[1] if row else _DUMMY_HASH).result()
+            try:
+                loop = asyncio.get_running_loop()
+                found = await loop.run_in_executor(self.hasher, self._check, name, password)
             finally:
                 self.hashing.release()
-            ok = bool(good and row[2] is None and row[0] in ROLES)
         finally:
-            self.throttle.settle(keys, ok)
-        if not ok:
+            self.throttle.settle(keys, None if found is None else bool(found))
+        if not found:
             raise BadCredentials("wrong user name or password, or the user is disabled")
+        return found
+
+    def _check(self, name, password):
+        """On a password thread: (Principal, sid, csrf) of a new session, or False."""
+        row = _one(self.reader, "select role, password_hash, disabled_at from users where name = ?", [name])
+        good = check_password(password, row[1] if row else _DUMMY_HASH)
+        if not (good and row[2] is None and row[0] in ROLES):
+            return False
         with self.store.atomic() as db:
             sid, csrf = new_session(db, name, self.lifetime, self.clock())
         return Principal(name, row[0], "session", csrf), sid, csrf
 
-    def logout(self, request):
-        sid = request.cookies.get(COOKIE)
-        if sid:
-            with self.store.atomic() as db:
-                db.execute("delete from sessions where id_hash = ?", [_sha256(sid)])
+    def logout(self, sid):
+        with self.store.atomic() as db:
+            db.execute("delete from sessions where id_hash = ?", [_sha256(sid)])
 
 
 class Throttle:
@@ -417,85 +340,6 @@ class Throttle:
         if len(live) > THROTTLE_ENTRIES:  # a flood of fresh names: keep the newest
             live = dict(sorted(live.items(), key=lambda kv: kv[1][2])[-THROTTLE_ENTRIES:])
         self.entries = live
-
-
-def principal_of(request):
-    principal = getattr(request.state, "principal", None)
-    if principal is None:
-        raise Unauthenticated("log in (POST /api/v1/login) or send Authorization: Bearer TOKEN")
-    return principal
-
-
-def acting_user(request: Request) -> str:
-    """The name recorded on a dispatcher's action: the authenticated user or token."""
-    return principal_of(request).name
-
-
-def may(request, permission):
-    principal = getattr(request.state, "principal", None)
-    return principal is not None and permission in principal.permissions
-
-
-def me_json(principal):
-    return {
-        "user": principal.name,
-        "role": principal.role,
-        "permissions": sorted(principal.permissions),
-        "csrf": principal.csrf,
-    }
-
-
-class LoginIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    username: str = Field(max_length=64)
-    password: str = Field(max_length=1024)
-
-
-class UserIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    name: str = Field(pattern=NAME.pattern, max_length=64)
-    role: Literal["viewer", "dispatcher", "technician", "supervisor"]
-    password: str = Field(min_length=MIN_PASSWORD, max_length=1024)
-
-
-def router(auth):
-    r = APIRouter(prefix="/api/v1")
-
-    @r.post("/login")
-    def login(body: LoginIn, request: Request, response: Response):
-        """Log in: sets the session cookie and returns the CSRF token for later changes."""
-        address = request.client.host if request.client else ""
-        principal, sid, csrf = auth.login(body.username, body.password, address)
-        response.set_cookie(COOKIE, sid, httponly=True, samesite="strict", path="/")
-        return {"user": principal.name, "role": principal.role, "csrf": csrf}
-
-    @r.post("/logout")
-    def logout(request: Request, response: Response):
-        auth.logout(request)
-        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
-        return {"user": principal_of(request).name, "logged_out": True}
-
-    @r.get("/me")
-    def me(request: Request):
-        """Who is asking, their role and permissions, and the session's CSRF token."""
-        return me_json(principal_of(request))
-
-    @r.get("/users")
-    def list_users():
-        return users(auth.reader)
-
-    @r.post("/users", status_code=201)
-    def create_user(body: UserIn):
-        with auth.store.atomic() as db:
-            return add_user(db, body.name, body.role, body.password)
-
-    @r.post("/users/{name}/disable")
-    def disable(name: str = Path(max_length=64)):
-        """The user can no longer log in; their open sessions end."""
-        with auth.store.atomic() as db:
-            return disable_user(db, name)
-
-    return r
 
 
 def open_db(data_dir):

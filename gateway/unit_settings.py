@@ -91,32 +91,3 @@ def known(values):
             except BadRequest:
                 pass
     return out
-
-
-def _described(schema):
-    """At least one setting; a setting left out is not pushed (there is no null value)."""
-    schema["minProperties"] = 1
-    for prop in schema.get("properties", {}).values():
-        prop.pop("default", None)
-
-
-def values_model():
-    """The pydantic model of a push's `values`, from SETTINGS: each setting optional, with
-    its type and range, nothing else, at least one; the OpenAPI document shows it."""
-    from typing import Annotated
-
-    from annotated_types import Interval
-    from pydantic import BeforeValidator, ConfigDict, Field, create_model
-
-    from .api_params import Integer, integral
-
-    fields = {}
-    for name, (kind, lo, hi) in SETTINGS.items():
-        if kind == "keys":
-            key = Annotated[int, Interval(ge=0, le=9), BeforeValidator(integral)]
-            unique = {"uniqueItems": True}
-            fields[name] = (list[key], Field(None, min_length=lo, max_length=hi, json_schema_extra=unique))
-        else:
-            fields[name] = (Integer if kind is int else float, Field(None, ge=lo, le=hi))
-    config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, json_schema_extra=_described)
-    return create_model("UnitSettings", __config__=config, **fields)

@@ -14,6 +14,7 @@ from conftest import REPO, wait_until
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from gateway import auth, config
+from gateway.api import logins
 from gateway.errors import Conflict
 from gateway.process import GatewayProcess, make_token
 
@@ -67,13 +68,13 @@ def test_every_route_of_the_app_is_in_the_permission_table(tmp_path):
             # what Auth.authorize reads (scope["route"]) is the route as served
             assert route.original_route.path_format == route.path_format, "give APIRouter its prefix"
             for method in route.methods:
-                assert auth.required(method, route.path_format), (
+                assert logins.required(method, route.path_format), (
                     f"{method} {route.path_format} is not in ROUTES"
                 )
                 seen += 1
         else:  # served outside FastAPI's dependencies: only static files and the docs may be
             path = route.path_format
-            assert path in auth.PUBLIC_PATHS or path.startswith(auth.PUBLIC_PREFIXES), path
+            assert path in logins.PUBLIC_PATHS or path.startswith(logins.PUBLIC_PREFIXES), path
     assert seen >= 25
     gw.store.db.conn.close()
 
@@ -85,7 +86,7 @@ def test_every_non_public_route_refuses_an_anonymous_call(gateway):
         for method in methods:
             concrete = path.replace("{unit_id}", "nobody").replace("{name}", "nobody")
             r = call(gateway, method.upper(), concrete, json={})
-            if auth.required(method.upper(), path) == auth.PUBLIC:
+            if logins.required(method.upper(), path) == logins.PUBLIC:
                 assert r.status_code != 401, (method, path)
                 continue
             assert error(r) == (401, "unauthenticated"), (method, path, r.text)

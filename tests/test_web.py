@@ -272,10 +272,11 @@ def test_a_laptop_screen_shows_map_list_and_panel(gateway, vunits, open_map, uni
 
 
 def test_without_leaflet_the_page_says_what_to_run(tmp_path, monkeypatch):
-    from gateway import config, web
+    from gateway import config
+    from gateway.api import page
     from gateway.service import Gateway
 
-    monkeypatch.setattr(web, "LEAFLET", tmp_path / "node_modules" / "leaflet" / "dist")
+    monkeypatch.setattr(page, "LEAFLET", tmp_path / "node_modules" / "leaflet" / "dist")
     gw = Gateway(config.resolve(None, environ={"SIAGA_DATA_DIR": str(tmp_path)}))
     try:
         transport = httpx.ASGITransport(app=gw.app)

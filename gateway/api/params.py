@@ -5,12 +5,13 @@ is refused with 400 (tests/test_api_fuzz.py holds both to it)."""
 from datetime import datetime
 from typing import Annotated, Literal
 
+from annotated_types import Interval
 from fastapi import Path, Query, Request
-from pydantic import BaseModel, BeforeValidator, ConfigDict, FiniteFloat
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, FiniteFloat, create_model
 
-from . import protocol
-from .errors import BadRequest
-from .statuses import AVAILABILITIES
+from .. import protocol, unit_settings
+from ..errors import BadRequest
+from ..statuses import AVAILABILITIES
 
 UNIT_KINDS = ("ambulance", "fire_truck", "rescue", "police", "other")
 # The kinds of incident, and the kinds of unit that fit each, best first.
@@ -62,7 +63,7 @@ def _query_names(dependant):
     return names
 
 
-def known_query(request: Request):
+async def known_query(request: Request):
     """An app-wide dependency: a query parameter the route does not take is refused (a
     misspelt `?form=` would otherwise be silently ignored)."""
     route = request.scope.get("route")
@@ -76,3 +77,25 @@ def known_query(request: Request):
     if unknown:
         takes = ", ".join(sorted(names)) or "none"
         raise BadRequest(f"unknown query parameter {unknown[0][:40]!r} (this takes: {takes})")
+
+
+def _described(schema):
+    """At least one setting; a setting left out is not pushed (there is no null value)."""
+    schema["minProperties"] = 1
+    for prop in schema.get("properties", {}).values():
+        prop.pop("default", None)
+
+
+def settings_model():
+    """The pydantic model of a push's `values`, from unit_settings.SETTINGS: each setting optional, with
+    its type and range, nothing else, at least one; the OpenAPI document shows it."""
+    fields = {}
+    for name, (kind, lo, hi) in unit_settings.SETTINGS.items():
+        if kind == "keys":
+            key = Annotated[int, Interval(ge=0, le=9), BeforeValidator(integral)]
+            unique = {"uniqueItems": True}
+            fields[name] = (list[key], Field(None, min_length=lo, max_length=hi, json_schema_extra=unique))
+        else:
+            fields[name] = (Integer if kind is int else float, Field(None, ge=lo, le=hi))
+    config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, json_schema_extra=_described)
+    return create_model("UnitSettings", __config__=config, **fields)

@@ -8,8 +8,9 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-WEB = Path(__file__).resolve().parent / "web"
-LEAFLET = Path(__file__).resolve().parent.parent / "node_modules" / "leaflet" / "dist"
+GATEWAY = Path(__file__).resolve().parent.parent
+WEB = GATEWAY / "web"
+LEAFLET = GATEWAY.parent / "node_modules" / "leaflet" / "dist"
 
 MISSING = """<!doctype html><meta charset="utf-8"><title>Siaga: Leaflet missing</title>
 <h1>Leaflet is missing</h1>

@@ -15,12 +15,13 @@ from pydantic import Field
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from . import __version__, api_dispatch, api_reports, auth, protocol, store, unit_settings, web
-from .api_docs import document_errors
-from .api_params import UNIT_ID, Availability, Strict, UnitKind, known_query
-from .errors import ApiError, BadRequest, NotFound
+from .. import __version__, auth, protocol, store, unit_settings
+from ..errors import ApiError, BadRequest, NotFound
+from ..pipeline import Action
+from . import dispatch, logins, page, reports
 from .limits import BodyLimit
-from .pipeline import Action
+from .openapi import document_errors
+from .params import UNIT_ID, Availability, Strict, UnitKind, known_query, settings_model
 
 
 def unit_model(schemes):
@@ -40,12 +41,12 @@ def unit_model(schemes):
 
 
 class SettingsIn(Strict):
-    values: unit_settings.values_model()
+    values: settings_model()
 
 
 def user_of():
-    """Who acts: the logged-in user or the API token's name (gateway/auth.py)."""
-    return Depends(auth.acting_user)
+    """Who acts: the logged-in user or the API token's name (api/logins.py)."""
+    return Depends(logins.acting_user)
 
 
 def with_registry(row, view):
@@ -120,9 +121,9 @@ def _install_errors(app):
 
 def create_app(gw):
     """`gw` is the running gateway (gateway.service.Gateway)."""
-    guard = auth.Auth(gw.store, gw.settings.get("session_lifetime", auth.SESSION_LIFETIME))
+    guard = logins.Guard(gw.store, gw.settings.get("session_lifetime", auth.SESSION_LIFETIME))
     app = FastAPI(
-        # every route: auth.ROUTES, default deny; only the query parameters it takes
+        # every route: logins.ROUTES, default deny; only the query parameters it takes
         dependencies=[Depends(guard.authorize), Depends(known_query)],
         title="Siaga gateway",
         version=__version__,
@@ -142,9 +143,9 @@ def create_app(gw):
             raise NotFound(f"no unit {unit_id!r} is registered")
         return row
 
-    app.include_router(auth.router(guard))
-    app.include_router(api_dispatch.router(gw, registered, unit_json, user_of))
-    app.include_router(api_reports.router(gw, registered, reader))
+    app.include_router(logins.router(guard))
+    app.include_router(dispatch.router(gw, registered, unit_json, user_of))
+    app.include_router(reports.router(gw, registered, reader))
 
     @app.get("/api/v1/health", responses={503: {"description": "degraded: `problems` says why"}})
     def health():
@@ -183,7 +184,7 @@ def create_app(gw):
         """One unit; with the device permission (technician, supervisor) also its device
         (with how far its clock is off) and the settings last pushed to it."""
         out = unit_json(registered(unit_id))
-        if auth.may(request, "device"):
+        if logins.may(request, "device"):
             out["device"] = with_clock(store.device(reader, unit_id), gw.pipeline.trust)
             out["settings_pushed"] = gw.store.last_push(unit_id)
         return out
@@ -268,7 +269,7 @@ def create_app(gw):
             events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
 
-    web.mount(app, gw)  # the dispatcher's map at /
+    page.mount(app, gw)  # the dispatcher's map at /
     document_errors(app)
     app.add_middleware(BodyLimit)
     return app

@@ -5,13 +5,13 @@ from typing import Literal
 
 from fastapi import APIRouter
 
-from . import response_times, store
-from .api_params import FROM, TO, UNIT_ID, UNIT_ID_QUERY, Time
-from .errors import BadRequest
+from .. import response_times, store
+from ..errors import BadRequest
+from .params import FROM, TO, UNIT_ID, UNIT_ID_QUERY, Time
 
 
 def seconds(value, default):
-    """A time parameter (api_params.Time) as Unix seconds; `default` when it is not given."""
+    """A time parameter (params.Time) as Unix seconds; `default` when it is not given."""
     if value is None:
         return default
     if isinstance(value, datetime):

@@ -5,11 +5,11 @@ import time
 from fastapi import APIRouter, Query
 from pydantic import Field
 
-from . import availability
-from .api_params import INCIDENT_KINDS, UNIT_ID, IncidentKind, Integer, Strict, UnitKind
-from .errors import BadRequest, Conflict
-from .pipeline import Action
-from .response_times import WIB
+from .. import availability
+from ..errors import BadRequest, Conflict
+from ..pipeline import Action
+from ..response_times import WIB
+from .params import INCIDENT_KINDS, UNIT_ID, IncidentKind, Integer, Strict, UnitKind
 
 
 class AssignIn(Strict):

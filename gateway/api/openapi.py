@@ -1,7 +1,7 @@
 """The OpenAPI document says every error an operation can answer, each with the one
 error body (api.error_body), and 400 where FastAPI would say 422."""
 
-from . import auth
+from . import logins
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -27,7 +27,7 @@ WHY = {
 
 
 def _errors(method, path, op):
-    public = auth.required(method.upper(), path) == auth.PUBLIC
+    public = logins.required(method.upper(), path) == logins.PUBLIC
     codes = set()
     if op.get("parameters") or op.get("requestBody"):
         codes.add("400")
