@@ -5,7 +5,20 @@
 # next birth's `reset` (docs/firmware-memory.md).
 import sys
 
-sys.path.append("lib")
+# Where the firmware's modules come from: code frozen into the MicroPython build first, so
+# a stray .mpy file on the flash never silently replaces it; an image installed on
+# purpose goes first instead (provisioning/image.py sets UPDATE in the main.py it
+# installs with it). docs/firmware-memory.md, "Frozen code and the flash".
+UPDATE = None  # this main.py came with an image: its version. None: the frozen build's
+
+
+def _search_path():
+    frozen = [p for p in sys.path if p.startswith(".frozen")]
+    flash = [p for p in sys.path if p not in frozen] + ["lib"]  # "": the flash's root
+    sys.path[:] = flash + frozen if UPDATE else frozen + flash
+
+
+_search_path()
 
 import gc  # noqa: E402
 import micropython  # noqa: E402

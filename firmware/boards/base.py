@@ -6,31 +6,21 @@
 #   led(number, mode)  set the LED of status key `number`: off, on, blink or error
 #   buzzer(on)
 #   rtc_time()         Unix seconds from the board's real-time clock (before GNSS time)
+#   reset_cause()      why the board last started: power_on, watchdog, soft, crash, unknown
+#   supply_volts()     the vehicle's supply (battery) voltage in volts, one decimal; None
+#                      when the board cannot measure it
+#   cellular(cfg, log) the LTE link (lib/cellular.py) on the board's modem; None: no
+#                      modem, the host's network is the data path
+#   storage()          the folder the unit's journal lives in (on a board: its littlefs
+#                      root, ".")
 #   async run(unit)    board-specific background work (panel I/O, watchdog); never
 #                      returns. The watchdog is fed only while `unit.healthy()`: a hung
 #                      task reboots the unit. A MemoryError in it goes to
 #                      unit.out_of_memory("board").
-# and may override the defaults below. The required methods are listed here, not written
-# as stubs: a module loaded from a .mpy file costs the unit's heap for each function.
+# The interface is written here, not as stub methods: a module loaded from a .mpy file
+# costs the unit's heap for every function, and each board writes its own anyway.
 
 
 class Board:
     name = "base"
     revision = ""
-
-    def reset_cause(self):
-        return "unknown"
-
-    def supply_volts(self):
-        """The vehicle's supply (battery) voltage in volts, one decimal; None when the
-        board cannot measure it."""
-        return None
-
-    def cellular(self, cfg, log=print):
-        """The LTE link (lib/cellular.py) on this board's modem; None: no modem, the
-        host's network is the data path."""
-        return None
-
-    def storage(self):
-        """The folder the unit's journal lives in (on a board: its littlefs root)."""
-        return "."

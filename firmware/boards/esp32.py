@@ -328,6 +328,9 @@ class ESP32Board(Board):
             uv += self._supply.read_uv()  # calibrated by the chip's eFuse
         return round(uv / self.supply_samples * self.supply_divider / 1e6, 1)
 
+    def storage(self):
+        return "."  # the board's littlefs root
+
     def rtc_time(self):
         # not battery-backed: counts from 1970 after power-on until something sets it
         return time.time() + self._epoch

@@ -125,9 +125,6 @@ class MQTTClient:
         return -1
 
     # the wire
-    async def _send(self, header, body):
-        await self._write(header, None, 0, body)
-
     async def _write(self, header, topic, pid, body):
         """One packet: a PUBLISH of `body` to `topic` (framed in the buffer, once the link
         is free, so no other packet can overwrite it), or with `topic` None a packet of
@@ -266,7 +263,7 @@ class MQTTClient:
             self._reader, self._writer = await asyncio.open_connection(
                 self.host, self.port, ssl=ssl, server_hostname=self.server_hostname
             )
-        await self._send(0x10, self._connect_packet())
+        await self._write(0x10, None, 0, self._connect_packet())
         header, body, _ = await self._read_packet()
         if header != 0x20 or len(body) != 2:
             raise MQTTError("no CONNACK")
@@ -299,7 +296,7 @@ class MQTTClient:
 
     async def disconnect(self):
         try:
-            await self._send(0xE0, b"")
+            await self._write(0xE0, None, 0, b"")
         finally:
             self.close()
 
@@ -346,7 +343,7 @@ class MQTTClient:
 
     async def subscribe(self, topic, qos=1):
         pid = self._next_pid()
-        await self._send(0x82, struct.pack(">H", pid) + _str(topic) + bytes([qos]))
+        await self._write(0x82, None, 0, struct.pack(">H", pid) + _str(topic) + bytes([qos]))
         if await self._wait_ack(pid, self.ack_timeout_ms) == 0x80:
             raise MQTTError("subscription to %s refused" % topic)
 
@@ -371,7 +368,7 @@ class MQTTClient:
                     elif self.on_message:
                         self.on_message(body[2:pos].decode(), body[pos + 2 if pid else pos :])
                     if pid:
-                        await self._send(0x40, pid)
+                        await self._write(0x40, None, 0, pid)
                 elif kind == 0x40 or kind == 0x90:  # PUBACK, SUBACK
                     pid = struct.unpack_from(">H", body, 0)[0]
                     i = self._find(pid)

@@ -86,7 +86,7 @@ def _client(u, cfg):
         transport=u.cell if u.cell is not None and u.cell.tcp else None,
     )
     client.max_inflight = cfg["mqtt_max_inflight"]
-    client.probe = u.heap.probe  # the heap's high-water mark, at each message framed
+    client.probe = u.heap.sample  # the heap's high-water mark, at each message framed
     client.on_message = u.on_downlink
     return client
 

@@ -125,7 +125,7 @@ class Unit:
 
     def on_downlink(self, topic, payload):
         try:
-            msg = wire.decode_down(payload)  # our own downlink topic: the subscription's
+            msg = wire.check_json(payload, wire.DOWN_TYPES)  # our own downlink topic only
         except ValueError as e:
             self.log("downlink refused: %s" % e)
             return
@@ -193,7 +193,7 @@ class Unit:
             await asyncio.sleep_ms(1000)
             self.beat("housekeeping")
             try:
-                used = self.heap.sample()
+                used = self.heap.sample(True)
                 self.heap.arm()
                 n += 1
                 if every and n % every == 0:  # the soak tests' samples
@@ -284,10 +284,6 @@ class Unit:
                 return waiting[i]
         return None
 
-    async def _publish_status(self, client, rec):
-        await client.publish(self.topics["status"], status_payload(rec, self.clock.now()), qos=1)
-        self.outbox.mark_sent(rec, time.ticks_ms())
-
     async def _publish_positions(self, client, records):
         """One message of position records, their send time set, in one buffer."""
         now = self.clock.now()
@@ -305,7 +301,8 @@ class Unit:
         is short (the reserve given back), backlog batches are small."""
         rec = self._next_status()
         if rec is not None:
-            await self._publish_status(client, rec)
+            await client.publish(self.topics["status"], status_payload(rec, self.clock.now()), qos=1)
+            self.outbox.mark_sent(rec, time.ticks_ms())
             return True
         fresh = self.outbox.newest_fresh()
         if fresh is not None:
@@ -317,16 +314,12 @@ class Unit:
             return True
         return False
 
-    def _heartbeat_due(self):
-        """Stopped or without new fixes, the last trusted fix goes out now and then."""
-        interval = self.policy.heartbeat * 1000
-        return self.fixes.valid and time.ticks_diff(time.ticks_ms(), self.last_report_ms) >= interval
-
     async def _round(self, client):
-        """One turn of the sender: True when it sent a message and has more to send."""
-        if self._heartbeat_due():
-            self.report()
+        """One turn of the sender: True when it sent a message and has more to send.
+        Stopped or without new fixes, the last trusted fix goes out now and then."""
         now = time.ticks_ms()
+        if self.fixes.valid and time.ticks_diff(now, self.last_report_ms) >= self.policy.heartbeat * 1000:
+            self.report()
         if self.tele_at is None or time.ticks_diff(now, self.tele_at) >= self.cfg["telemetry_s"] * 1000:
             self.tele_at = now  # at the start of each session, then every telemetry_s
             await client.publish(self.topics["tele"], self.telemetry(), qos=0)
@@ -459,22 +452,11 @@ class Unit:
             await asyncio.sleep_ms(10)
 
     def shutdown(self):
-        self.stopping = True
-        asyncio.create_task(self._bye())
+        """Ignition off: the unit says goodbye and the firmware ends (goodbye.py, loaded
+        only then)."""
+        import goodbye
 
-    async def _bye(self):
-        client = self.client
-        if client is not None:
-            now = self.clock.now()
-            try:
-                payload = wire.encode_json("bye", self.boot, self.next_seq(), t=now, sent=now)
-                await client.publish(self.topics["conn"], payload, qos=1, retain=True, timeout_ms=2000)
-                await client.disconnect()
-            except LINK_ERRORS:
-                pass
-        self.log_stats()
-        self.log("shut down")
-        raise SystemExit(0)
+        goodbye.start(self)
 
     def start(self):
         """The unit's tasks; main.py then runs the supervisor, link_task."""

@@ -84,8 +84,3 @@ def check_json(payload, types):
     if mtype == "config" and not isinstance(msg.get("values"), dict):
         raise ValueError("missing_field" if "values" not in msg else "bad_value")
     return msg
-
-
-def decode_down(payload):
-    """A message on the unit's downlink (ack, config, assign, release)."""
-    return check_json(payload, DOWN_TYPES)
