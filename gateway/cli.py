@@ -9,52 +9,15 @@ import logging
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 
 from . import cli_auth, config
+from .client import Client
 from .errors import SiagaError
 
 
-def api_url(args):
-    return (
-        args.api
-        or os.environ.get("SIAGA_API")
-        or f"http://127.0.0.1:{os.environ.get('SIAGA_HTTP_PORT', '8080')}"
-    ).rstrip("/")
-
-
-NO_TOKEN = "set SIAGA_TOKEN (or --token) to an API token: `siaga token create --role viewer` makes one"
-
-
-def http_json(url, data=None, method=None, token=None, accept=()):
-    """One API call with `Authorization: Bearer` from `token` or $SIAGA_TOKEN; an error
-    status in `accept` returns its body instead of raising."""
-    token = token or os.environ.get("SIAGA_TOKEN")
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(
-        url,
-        data=None if data is None else json.dumps(data).encode(),
-        headers=headers,
-        method=method,
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.load(resp)
-    except urllib.error.HTTPError as e:
-        if e.code in accept:
-            return json.load(e)
-        try:
-            body = json.load(e)["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            body = e.reason
-        if e.code == 401:
-            body = ("it refused the API token; " if token else "it needs an API token; ") + NO_TOKEN
-        raise SiagaError(f"{url}: {e.code} {body}") from None
-    except urllib.error.URLError as e:
-        raise SiagaError(f"cannot reach the gateway at {url}: {e.reason}") from None
+def api(args):
+    """The gateway's API for this command: --api, $SIAGA_API or the local gateway."""
+    return Client(getattr(args, "api", None))
 
 
 WIB = 7 * 3600
@@ -89,9 +52,9 @@ def cmd_gateway(args):
     Gateway(settings).run()
 
 
-def degraded_warning(base):
+def degraded_warning(client):
     """A line saying why the gateway is degraded (its /health), or None when it is not."""
-    health = http_json(base + "/api/v1/health", accept=(503,))
+    health = client.get("/api/v1/health", accept=(503,))
     if health.get("status") == "ok":
         return None
     why = "; ".join(health.get("problems") or ["no reason given"])
@@ -99,9 +62,9 @@ def degraded_warning(base):
 
 
 def cmd_units(args):
-    base = api_url(args)
-    units = http_json(base + "/api/v1/units")
-    warning = degraded_warning(base)
+    client = api(args)
+    units = client.get("/api/v1/units")
+    warning = degraded_warning(client)
     if args.json:
         if warning:
             print(warning, file=sys.stderr)
@@ -113,7 +76,7 @@ def cmd_units(args):
 
 
 def cmd_unit(args):
-    print(json.dumps(http_json(f"{api_url(args)}/api/v1/units/{args.unit_id}"), indent=1))
+    print(json.dumps(api(args).get(f"/api/v1/units/{args.unit_id}"), indent=1))
 
 
 def reset_counters(args):
@@ -121,7 +84,7 @@ def reset_counters(args):
     that what was sent with the old password, forged or not, holds nothing back: 0, or 1
     (said on stderr) when the gateway could not be told."""
     try:
-        http_json(f"{api_url(args)}/api/v1/units/{args.unit_id}/reset-counters", None, "POST")
+        api(args).post(f"/api/v1/units/{args.unit_id}/reset-counters")
     except SiagaError as e:
         print(
             f"{args.unit_id}: the gateway was not told to forget the unit's counters ({e.message});"
@@ -140,11 +103,11 @@ def cmd_register(args):
         "callsign": args.callsign or args.unit_id.upper(),
         "agency": args.agency,
     }
-    print(json.dumps(http_json(api_url(args) + "/api/v1/units", body, "POST"), indent=1))
+    print(json.dumps(api(args).post("/api/v1/units", body), indent=1))
 
 
 def _act(args, path, body):
-    reply = http_json(f"{api_url(args)}/api/v1/units/{args.unit_id}/{path}", body, "POST")
+    reply = api(args).post(f"/api/v1/units/{args.unit_id}/{path}", body)
     u = reply["unit"]
     status = u["status"]
     print(
@@ -170,7 +133,7 @@ def cmd_nearest(args):
     query = f"lat={args.lat}&lon={args.lon}&limit={args.limit}"
     if args.incident_kind:
         query += f"&incident_kind={args.incident_kind}"
-    units = http_json(f"{api_url(args)}/api/v1/nearest?{query}")
+    units = api(args).get(f"/api/v1/nearest?{query}")
     if not units:
         print("no available unit of a fitting kind has a position")
     for u in units:
@@ -307,7 +270,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(_unit_shorthand(sys.argv[1:] if argv is None else list(argv), parser))
     if getattr(args, "token", None):
-        os.environ["SIAGA_TOKEN"] = args.token  # for http_json, here and in what this starts
+        os.environ["SIAGA_TOKEN"] = args.token  # for the API client, here and in what this starts
     try:
         return args.func(args) or 0
     except SiagaError as e:

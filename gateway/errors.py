@@ -97,3 +97,24 @@ class StoreUnavailable(Unavailable):
 
 class TooManyStreams(Unavailable):
     code = "too_many_streams"
+
+
+def _subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+def error_for(status, code, message):
+    """The ApiError an error body stands for (gateway/client.py): the class with that
+    code, else the most general one with that status."""
+    classes = list(_subclasses(ApiError))
+    for cls in classes:
+        if cls.code == code and cls.status == status:
+            return cls(message)
+    for cls in classes:
+        if cls.status == status:
+            return cls(message, code)
+    error = ApiError(message, code)
+    error.status = status
+    return error

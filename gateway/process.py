@@ -1,15 +1,15 @@
 """The gateway as a process of its own, started and watched by another: the demo, the
 tests, the benchmarks. It dies with its parent."""
 
-import json
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from provisioning.mosquitto import die_with_parent, free_port
+
+from .client import Client
+from .errors import SiagaError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,7 +83,7 @@ class GatewayProcess:
             raise RuntimeError("the gateway exited: " + self.log_path.read_text()[-2000:])
         try:
             return self.get("/api/v1/health")[1]["mqtt_connected"]
-        except OSError:
+        except SiagaError:  # not answering yet
             return False
 
     @property
@@ -94,17 +94,11 @@ class GatewayProcess:
     def request(self, method, path, body=None, token=None):
         """(status, JSON body) of one API call, with this process's token or `token`; an
         HTTP error is a status, not an exception."""
-        req = urllib.request.Request(
-            self.url + path,
-            method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token or self.token}"},
-        )
+        client = Client(self.url, token or self.token)
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.status, json.load(resp)
-        except urllib.error.HTTPError as e:
-            return e.code, json.load(e)
+            return client.request(method, path, body)
+        finally:
+            client.close()
 
     def get(self, path):
         return self.request("GET", path)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from gateway import cli as gateway_cli
+from gateway.client import default_url
 from gateway.errors import SiagaError
 
 from . import flash
@@ -51,8 +52,6 @@ def _confirm(args, text):
 
 
 def _one(args, unit_id, port, board, kind, callsign, agency, move=False):
-    from gateway.cli import api_url
-
     if args.blank:
         print(flash.blank_board_help(board, port))
         return 1
@@ -62,7 +61,7 @@ def _one(args, unit_id, port, board, kind, callsign, agency, move=False):
         port,
         board,
         _broker_data(args),
-        api_url(args),
+        default_url(args.api),
         kind=kind,
         callsign=callsign,
         agency=agency,
@@ -128,9 +127,7 @@ def _batch(args):
 
 def cmd_move(args):
     """The same identity on new hardware: rotated credentials, the old board refused."""
-    from gateway.cli import api_url, http_json
-
-    unit = http_json(f"{api_url(args)}/api/v1/units/{args.unit_id}")
+    unit = gateway_cli.api(args).get(f"/api/v1/units/{args.unit_id}")
     args.replace = True
     return _one(
         args,
@@ -220,7 +217,7 @@ def _gateway_action(args, action, done):
     """The gateway's half of decommission and enable (its API, so that its pipeline,
     its live stream and its dispatchers see it at once): 0, or 1 said on stderr."""
     try:
-        gateway_cli.http_json(f"{gateway_cli.api_url(args)}/api/v1/units/{args.unit_id}/{action}", {}, "POST")
+        gateway_cli.api(args).post(f"/api/v1/units/{args.unit_id}/{action}")
     except SiagaError as e:
         print(
             f"{args.unit_id}: the gateway was not told ({e.message}); run this again once it answers",

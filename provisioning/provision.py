@@ -29,7 +29,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from gateway import cli as gateway_cli  # a module: gateway.cli imports this one
+from gateway.client import Client
 from gateway.errors import SiagaError
 
 from . import flash, image
@@ -82,6 +82,7 @@ class Provisioner:
         self.callsign = callsign or unit_id.upper()
         self.agency = agency
         self.token = token
+        self.client = Client(self.api, token)
         self.replace = replace or move
         self.move = move
         self.broker_host = broker_host
@@ -170,7 +171,7 @@ class Provisioner:
 
     def _registry_entry(self):
         try:
-            return gateway_cli.http_json(f"{self.api}/api/v1/units/{self.unit_id}", token=self.token)
+            return self.client.get(f"/api/v1/units/{self.unit_id}")
         except SiagaError as e:
             if " 404 " in e.message:
                 return None
@@ -262,10 +263,9 @@ class Provisioner:
         """Step 5: the registry entry (create, or update the fields given)."""
         body = {"unit_id": self.unit_id, "kind": self.kind, "callsign": self.callsign, "agency": self.agency}
         try:
-            gateway_cli.http_json(f"{self.api}/api/v1/units", body, "POST", token=self.token)
+            self.client.post("/api/v1/units", body)
             if self.replace:  # new credentials or hardware: what came before holds nothing back
-                url = f"{self.api}/api/v1/units/{self.unit_id}/reset-counters"
-                gateway_cli.http_json(url, None, "POST", token=self.token)
+                self.client.post(f"/api/v1/units/{self.unit_id}/reset-counters")
         except SiagaError as e:
             self.step(5, f"registry: {e.message}", FAIL)
             raise

@@ -22,7 +22,7 @@ import time
 
 import serial
 
-from gateway import cli as gateway_cli  # a module: gateway.cli imports this one
+from gateway.client import Client
 
 TEST_KEY = 6  # "Tidak siaga / out of service": what a unit on the bench is
 SUPPLY_RANGE = (9.0, 32.0)  # volts a unit runs on (hardware/README.md: 12 and 24 V vehicles)
@@ -111,6 +111,7 @@ class SelfTest:
         self.port = port
         self.api = api.rstrip("/")
         self.token = token
+        self.client = Client(self.api, token)
         self.panel = panel
         self.ask = ask
         self.virtual = virtual
@@ -146,7 +147,7 @@ class SelfTest:
         return all(c.ok or not c.required for c in self.checks) and bool(self.checks)
 
     def _get(self, path):
-        return gateway_cli.http_json(f"{self.api}/api/v1/units/{self.unit_id}{path}", token=self.token)
+        return self.client.get(f"/api/v1/units/{self.unit_id}{path}")
 
     def _firmware(self, console):
         m = console.wait_for(rf"unit {re.escape(self.unit_id)} boot (\d+)", self.timeout)

@@ -9,6 +9,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.client import Client
+
 from .geo import to_latlon
 from .vunit import VirtualUnit
 
@@ -143,9 +145,7 @@ class Patrol(threading.Thread):
 
 
 def register(api, spec):
-    from gateway.cli import http_json
-
-    return http_json(f"{api}/api/v1/units", spec.registration(), "POST")
+    return Client(api).post("/api/v1/units", spec.registration())
 
 
 def supply_volts(rng):
