@@ -35,14 +35,14 @@ def test_a_drive_under_a_96k_heap_with_a_gateway(tmp_path, broker, gateway, unit
 
 
 def test_drives_without_a_gateway_send_every_press_again_and_never_run_out(tmp_path, broker, unit_id):
-    runs = drives_without_gateway(tmp_path, runs=2, duration_s=600, broker_port=broker.port, unit_id=unit_id)
+    runs = drives_without_gateway(tmp_path, runs=2, duration_s=450, broker_port=broker.port, unit_id=unit_id)
     for st in runs:  # each: no MemoryError, no recovery, no reset (heap_stats raises)
         assert st["recovered"] == 0 and st["peak"] <= st["high"] < CAP
 
 
 def test_a_compressed_shift_with_outages_keeps_every_press_and_a_flat_heap(tmp_path, broker, unit_id):
     hours = 3
-    result = shift(tmp_path, hours=hours, presses=12, rate=180.0, broker_port=broker.port, unit_id=unit_id)
+    result = shift(tmp_path, hours=hours, presses=12, rate=240.0, broker_port=broker.port, unit_id=unit_id)
     assert [k for _, _, k in result["stored"]] == result["pressed"] == [3, 4] * 6
     samples = result["samples"]
     assert len(samples) >= 30

@@ -81,8 +81,8 @@ class Unit:
     # memory
     def out_of_memory(self, where):
         """An allocation failed in `where`: the reserve goes back to the heap, what can be
-        rebuilt is let go (positions and presses held for sending: they are on flash; the
-        MQTT client's buffer and resend copies), counted, and the unit goes on. When the
+        rebuilt is let go (the positions held for sending, which are on flash; the MQTT
+        client's buffer and its resend copies), counted, and the unit goes on. When the
         failures go on for longer than mem_reset_s, it gives up: main.py resets it."""
         self.outbox.shed()
         if self.client is not None:
@@ -452,11 +452,25 @@ class Unit:
             await asyncio.sleep_ms(10)
 
     def shutdown(self):
-        """Ignition off: the unit says goodbye and the firmware ends (goodbye.py, loaded
-        only then)."""
-        import goodbye
+        """Ignition off: the unit says goodbye (a retained `bye`, so the gateway knows it
+        went on purpose, not by its last will), logs its figures, and the firmware ends
+        (main.py takes the SystemExit as a clean stop)."""
+        self.stopping = True  # the link task reconnects no more
+        asyncio.create_task(self._bye())
 
-        goodbye.start(self)
+    async def _bye(self):
+        client = self.client
+        if client is not None:
+            now = self.clock.now()
+            try:
+                payload = wire.encode_json("bye", self.boot, self.next_seq(), t=now, sent=now)
+                await client.publish(self.topics["conn"], payload, qos=1, retain=True, timeout_ms=2000)
+                await client.disconnect()
+            except LINK_ERRORS:
+                pass
+        self.log_stats()
+        self.log("shut down")
+        raise SystemExit(0)
 
     def start(self):
         """The unit's tasks; main.py then runs the supervisor, link_task."""
