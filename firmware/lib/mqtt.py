@@ -301,15 +301,20 @@ class MQTTClient:
             self.close()
 
     # acknowledgements
-    async def _wait_ack(self, pid, timeout_ms):
-        """The ack's code; MQTTError when the link is lost first, or after timeout_ms, when
-        the link is closed too: a broker that does not acknowledge is as good as dead."""
+    async def _acked(self, header, topic, pid, body, timeout_ms):
+        """Send a packet that the broker acknowledges and wait for that: a PUBLISH QoS 1
+        of `body` to `topic`, or (topic None) a SUBSCRIBE whose `body` carries `pid`. The
+        ack's code. Waited for before the packet goes, so an ack that comes
+        back before this task runs again (a fast broker) is not missed. MQTTError when the
+        link is lost first, or after timeout_ms, when the link is closed too: a broker
+        that does not acknowledge is as good as dead."""
         waiting = self._waiting
         waiting[pid] = None
-        w = self._writer
-        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
-        step = 1  # ms: a quick ack is seen at once, a slow link polled every ACK_POLL_MS
         try:
+            await self._write(header, topic, pid if topic is not None else 0, body)
+            w = self._writer
+            deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+            step = 1  # ms: a quick ack is seen at once, a slow link polled every ACK_POLL_MS
             while waiting[pid] is None:
                 left = time.ticks_diff(deadline, time.ticks_ms())
                 if w is None or w is not self._writer:
@@ -338,13 +343,12 @@ class MQTTClient:
             self._inflight.pop(0)
             self.discards += 1
         self._inflight.append([pid, topic, payload, retain])
-        await self._write(0x32 | retain, topic, pid, payload)
-        await self._wait_ack(pid, timeout_ms or self.ack_timeout_ms)
+        await self._acked(0x32 | retain, topic, pid, payload, timeout_ms or self.ack_timeout_ms)
 
     async def subscribe(self, topic, qos=1):
         pid = self._next_pid()
-        await self._write(0x82, None, 0, struct.pack(">H", pid) + _str(topic) + bytes([qos]))
-        if await self._wait_ack(pid, self.ack_timeout_ms) == 0x80:
+        body = struct.pack(">H", pid) + _str(topic) + bytes([qos])
+        if await self._acked(0x82, None, pid, body, self.ack_timeout_ms) == 0x80:
             raise MQTTError("subscription to %s refused" % topic)
 
     # the reader
