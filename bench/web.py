@@ -22,8 +22,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from playwright.sync_api import sync_playwright
 
-from gateway.process import REPO, GatewayProcess, wait_until
-from provisioning.mosquitto import Mosquitto, free_port
+from provisioning.mosquitto import Mosquitto
+from provisioning.processes import free_port
+from simulators.gateway_process import REPO, GatewayProcess, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 UNITS = 200

@@ -1,16 +1,11 @@
-"""`siaga`: one command line for the gateway, the simulators and the demo.
+"""The gateway's commands of `siaga` (composed with the others' in siaga/cli.py)."""
 
-Errors leave as one line on stderr and exit code 2 (1 for a failed check).
-"""
-
-import argparse
 import json
 import logging
-import os
 import sys
 import time
 
-from . import cli_auth, config
+from . import config
 from .client import Client
 from .errors import SiagaError
 
@@ -198,10 +193,8 @@ def _dispatch_commands(sub):
     n.set_defaults(func=cmd_nearest)
 
 
-def build_parser():
-    p = argparse.ArgumentParser(prog="siaga", description="Siaga: field-unit tracker for 112 centres.")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def add_commands(sub):
+    """The gateway's own commands: run it, and ask its API."""
     g = sub.add_parser("gateway", help="run the gateway (MQTT ingest, storage, HTTP API)")
     config.add_flags(g)
     g.set_defaults(func=cmd_gateway)
@@ -210,25 +203,6 @@ def build_parser():
     u.add_argument("--json", action="store_true", help="print JSON instead of a table")
     u.add_argument("--api", help="gateway URL [env SIAGA_API, default http://127.0.0.1:$SIAGA_HTTP_PORT]")
     u.set_defaults(func=cmd_units)
-
-    from provisioning import cli as provisioning_cli  # here: it imports this module
-
-    u = sub.add_parser("unit", help="one unit: print it (siaga unit UNIT_ID), or its broker credentials")
-    usub = u.add_subparsers(dest="unit_command", required=True, metavar="ACTION")
-    show = usub.add_parser("show", help="print one unit as JSON (short: siaga unit UNIT_ID)")
-    show.add_argument("unit_id")
-    show.add_argument("--api", help="gateway URL [env SIAGA_API, default http://127.0.0.1:$SIAGA_HTTP_PORT]")
-    show.set_defaults(func=cmd_unit)
-    reset = usub.add_parser(
-        "reset-counters",
-        help="the gateway forgets a unit's boot and message counters (after forged or new hardware)",
-    )
-    reset.add_argument("unit_id")
-    reset.add_argument("--api", help="gateway URL [env SIAGA_API]")
-    reset.set_defaults(func=reset_counters)
-    provisioning_cli.add_unit_commands(usub)
-    provisioning_cli.add_commands(sub)
-    provisioning_cli.add_ca_commands(sub)
 
     r = sub.add_parser("register", help="add or update a unit in the gateway's registry")
     r.add_argument("unit_id")
@@ -246,39 +220,17 @@ def build_parser():
     d.add_argument("--text", action="store_true", help="the payload is text, not hex")
     d.set_defaults(func=cmd_decode)
 
-    from simulators import cli as sim_cli
 
-    sim_cli.add_commands(sub)
-    cli_auth.add_commands(sub)
-    cli_auth.add_token_flags(p)
-    return p
-
-
-def _unit_shorthand(argv, parser):
-    """`siaga unit UNIT_ID` is `siaga unit show UNIT_ID`."""
-    commands = parser._subparsers._group_actions[0].choices
-    i = next((i for i, a in enumerate(argv) if a in commands), None)
-    if i is None or argv[i] != "unit" or i + 1 >= len(argv):
-        return argv
-    actions = commands["unit"]._subparsers._group_actions[0].choices
-    if argv[i + 1] in actions or argv[i + 1].startswith("-"):
-        return argv
-    return [*argv[: i + 1], "show", *argv[i + 1 :]]
-
-
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(_unit_shorthand(sys.argv[1:] if argv is None else list(argv), parser))
-    if getattr(args, "token", None):
-        os.environ["SIAGA_TOKEN"] = args.token  # for the API client, here and in what this starts
-    try:
-        return args.func(args) or 0
-    except SiagaError as e:
-        print(f"siaga: {e.message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def add_unit_commands(usub):
+    """`siaga unit show|reset-counters UNIT_ID`."""
+    show = usub.add_parser("show", help="print one unit as JSON (short: siaga unit UNIT_ID)")
+    show.add_argument("unit_id")
+    show.add_argument("--api", help="gateway URL [env SIAGA_API, default http://127.0.0.1:$SIAGA_HTTP_PORT]")
+    show.set_defaults(func=cmd_unit)
+    reset = usub.add_parser(
+        "reset-counters",
+        help="the gateway forgets a unit's boot and message counters (after forged or new hardware)",
+    )
+    reset.add_argument("unit_id")
+    reset.add_argument("--api", help="gateway URL [env SIAGA_API]")
+    reset.set_defaults(func=reset_counters)

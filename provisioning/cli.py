@@ -16,6 +16,7 @@ from gateway.errors import SiagaError
 
 from . import flash
 from .provision import BOARDS, KINDS, Provisioner, ProvisionError
+from .selftest import TechnicianPanel
 
 
 def _broker_data(args):
@@ -27,12 +28,14 @@ def _broker_data(args):
 
 
 def _panel(args):
-    if not args.panel:
-        return None
-    sim_dir, _, name = args.panel.rpartition(":")
-    if not sim_dir or not name:
-        raise ProvisionError("--panel is SIM_DIR:NAME, a virtual board's control socket")
-    return sim_dir, name
+    """Who presses the test key and reads its LED: a virtual board's panel (--panel, from
+    the command that composed this one), the technician at the terminal, or nobody."""
+    if args.panel:
+        sim_dir, _, name = args.panel.rpartition(":")
+        if not sim_dir or not name or args.virtual_panel is None:
+            raise ProvisionError("--panel is SIM_DIR:NAME, a virtual board's control socket")
+        return args.virtual_panel(sim_dir, name)
+    return TechnicianPanel(_ask) if sys.stdin.isatty() else None
 
 
 def _ask(question):
@@ -70,7 +73,6 @@ def _one(args, unit_id, port, board, kind, callsign, agency, move=False):
         move=move,
         broker_host=args.broker_host,
         panel=_panel(args),
-        ask=_ask if sys.stdin.isatty() else None,
         selftest=not args.no_selftest,
     )
     try:
@@ -163,7 +165,9 @@ def _common(p):
     )
 
 
-def add_commands(sub):
+def add_commands(sub, virtual_panel=None):
+    """`siaga provision`; `virtual_panel(sim_dir, name)`: a virtual board's panel for
+    --panel (the simulators', given by the command that composes this one)."""
     p = sub.add_parser(
         "provision",
         help="turn a board into a unit: registry, broker credentials, image, copy, verify, self-test",
@@ -179,7 +183,7 @@ def add_commands(sub):
         "--batch", metavar="FILE.csv", help="one unit a row: unit_id,port[,kind,callsign,agency,board]"
     )
     _common(p)
-    p.set_defaults(func=cmd_provision)
+    p.set_defaults(func=cmd_provision, virtual_panel=virtual_panel)
 
 
 def _admin(args):
@@ -252,14 +256,14 @@ def add_ca_commands(sub):
     init.set_defaults(func=cmd_ca_init)
 
 
-def add_unit_commands(usub):
+def add_unit_commands(usub, virtual_panel=None):
     """`siaga unit ACTION UNIT_ID`: a unit's identity and its broker credentials."""
     m = usub.add_parser(
         "move", help="move a unit's identity to replacement hardware (the old board is refused)"
     )
     m.add_argument("unit_id")
     _common(m)
-    m.set_defaults(func=cmd_move, replace=True)
+    m.set_defaults(func=cmd_move, replace=True, virtual_panel=virtual_panel)
     for name, func, helptext in (
         ("rotate", cmd_rotate, "a new broker password for a unit (the old one is refused at once)"),
         ("decommission", cmd_decommission, "the broker refuses the unit at once; its history stays"),

@@ -1,53 +1,18 @@
 """Start Mosquitto, a real broker process, from the repository's configuration."""
 
-import ctypes
 import getpass
 import glob
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
+
+from .processes import die_with_parent, free_port, wait_for_port
 
 TEMPLATE = Path(__file__).with_name("mosquitto.conf")
 INSTALL_HINT = "install it with: apt-get install mosquitto  (Debian's package)"
-
-
-def free_port(host="127.0.0.1"):
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def port_is_free(port, host="127.0.0.1"):
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-            return True
-        except OSError:
-            return False
-
-
-def wait_for_port(port, host="127.0.0.1", timeout=10.0, proc=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
-
-
-def die_with_parent(sig=signal.SIGTERM):
-    """Ask the kernel to send `sig` to this process when its parent dies."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
 
 
 def mosquitto_bin():

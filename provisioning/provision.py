@@ -24,7 +24,6 @@ config.json, through a 0700 temporary folder that is removed at the end.
 """
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -68,7 +67,6 @@ class Provisioner:
         move=False,
         broker_host=None,
         panel=None,
-        ask=None,
         selftest=True,
         progress=True,
         out=print,
@@ -86,8 +84,7 @@ class Provisioner:
         self.replace = replace or move
         self.move = move
         self.broker_host = broker_host
-        self.panel = panel
-        self.ask = ask
+        self.panel = panel  # presses the test key and reads its LED (selftest.TechnicianPanel)
         self.selftest = selftest
         self.progress = progress  # the copy's progress bar (on stderr)
         self.out = out
@@ -305,7 +302,6 @@ class Provisioner:
             self.api,
             token=self.token,
             panel=self.panel,
-            ask=self.ask,
             virtual=self.board == "virtual",
         )
         console = Console(self.port, link.t.serial).start()  # what it printed since the reboot
@@ -314,7 +310,3 @@ class Provisioner:
         finally:
             console.close()
         return print_summary(self.checks, self.out)
-
-
-def token_from_env():
-    return os.environ.get("SIAGA_TOKEN")

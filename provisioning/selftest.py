@@ -101,19 +101,33 @@ def _poll(fn, timeout, interval=0.3):
         time.sleep(interval)
 
 
-class SelfTest:
-    """`panel`: a virtual board's control socket (sim dir, name) that presses the key
-    and reads the LEDs; without it `ask(question) -> bool` asks the technician (None:
-    nobody to ask, so the key and LED checks cannot run and fail)."""
+class TechnicianPanel:
+    """The unit's panel as the technician at it works it: asked at the terminal
+    (`ask(question) -> bool`). A virtual board's panel (simulators) has the same two
+    methods: `press(key) -> bool` (pressed), `led_on(key) -> (on, what was seen)`."""
 
-    def __init__(self, unit_id, port, api, token=None, panel=None, ask=None, virtual=False, timeout=45.0):
+    def __init__(self, ask):
+        self.ask = ask
+
+    def press(self, key):
+        return self.ask(f"press key {key} (out of service) on the unit's panel, then Enter")
+
+    def led_on(self, key):
+        ok = bool(self.ask(f"is LED {key} lit steadily (blinking first, then on)? [y/n]"))
+        return ok, "confirmed by the technician" if ok else "not lit as it should be"
+
+
+class SelfTest:
+    """`panel` presses the test key and reads its LED (TechnicianPanel, or a virtual
+    board's); None: nobody at the unit, so the key and LED checks cannot run and fail."""
+
+    def __init__(self, unit_id, port, api, token=None, panel=None, virtual=False, timeout=45.0):
         self.unit_id = unit_id
         self.port = port
         self.api = api.rstrip("/")
         self.token = token
         self.client = Client(self.api, token)
         self.panel = panel
-        self.ask = ask
         self.virtual = virtual
         self.timeout = timeout
         self.checks = []
@@ -231,14 +245,7 @@ class SelfTest:
             yield Check("modem", False, f"no answer from the modem in {self.timeout:.0f} s")
 
     def _press(self):
-        if self.panel is not None:
-            from simulators.vunit import control
-
-            control(*self.panel, {"cmd": "press", "key": TEST_KEY})
-            return True
-        if self.ask is None:
-            return False
-        return self.ask(f"press key {TEST_KEY} (out of service) on the unit's panel, then Enter")
+        return self.panel is not None and self.panel.press(TEST_KEY)
 
     def _key_and_led(self, console):
         mark = len(console.lines)
@@ -271,20 +278,10 @@ class SelfTest:
 
     def _led(self, confirmed):
         name = f"LED {TEST_KEY}"
-        if self.panel is not None:
-            from simulators.vunit import control
-
-            mode = _poll(
-                lambda: control(*self.panel, {"cmd": "state"})["leds"].get(str(TEST_KEY)) == "on", 10
-            )
-            leds = control(*self.panel, {"cmd": "state"})["leds"]
-            if mode:
-                return Check(name, True, "on: the gateway's confirmation arrived")
-            return Check(name, False, f"{leds.get(str(TEST_KEY), 'off')}, not on")
-        if self.ask is None:
+        if self.panel is None:
             return Check(name, False, "nobody to look at it (run interactively, or give --panel)")
-        ok = self.ask(f"is LED {TEST_KEY} lit steadily (blinking first, then on)? [y/n]")
-        return Check(name, bool(ok), "confirmed by the technician" if ok else "not lit as it should be")
+        on, seen = self.panel.led_on(TEST_KEY)
+        return Check(name, on, seen)
 
 
 def print_summary(checks, out=print):

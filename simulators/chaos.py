@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.process import GatewayProcess, wait_until
 from provisioning.mosquitto import Mosquitto
 
+from .gateway_process import GatewayProcess, wait_until
 from .link import Link
 from .vunit import VirtualUnit
 

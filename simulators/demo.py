@@ -9,10 +9,11 @@ from pathlib import Path
 
 from gateway import auth
 from gateway.errors import Conflict
-from gateway.process import GatewayProcess
-from provisioning.mosquitto import Mosquitto, die_with_parent, free_port, port_is_free
+from provisioning.mosquitto import Mosquitto
+from provisioning.processes import die_with_parent, free_port, port_is_free
 
 from .fleet import demo_specs
+from .gateway_process import GatewayProcess
 from .provisioned_fleet import ProvisionedFleet
 
 

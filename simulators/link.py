@@ -7,7 +7,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from provisioning.mosquitto import free_port
+from provisioning.processes import free_port
 
 MQTT_TYPES = {
     1: "CONNECT",

@@ -8,8 +8,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway.process import GatewayProcess, wait_until  # noqa: F401 (wait_until: for the tests)
 from provisioning.mosquitto import Mosquitto
+from simulators.gateway_process import GatewayProcess, wait_until  # noqa: F401 (wait_until: for the tests)
 from simulators.link import Link
 from simulators.vunit import VirtualUnit
 

@@ -8,7 +8,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from gateway.auth import ROLES
-from gateway.process import GatewayProcess, make_token
+from simulators.gateway_process import GatewayProcess, make_token
 
 EXAMPLES = 20  # per operation; each is sent once per role
 

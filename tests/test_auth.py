@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from gateway import auth, config
 from gateway.api import logins
 from gateway.errors import Conflict
-from gateway.process import GatewayProcess, make_token
+from simulators.gateway_process import GatewayProcess, make_token
 
 PASSWORD = "rahasia-112"
 
@@ -24,7 +24,7 @@ PASSWORD = "rahasia-112"
 def siaga(*args, **env):
     clean = {k: v for k, v in os.environ.items() if k not in ("SIAGA_TOKEN", "SIAGA_PASSWORD")}
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
+        [sys.executable, "-m", "siaga", *args],
         capture_output=True,
         text=True,
         cwd=REPO,

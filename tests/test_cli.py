@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 from conftest import wait_until
 
-from gateway.cli import build_parser
+from siaga.cli import build_parser
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def commands():
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
+    _, sub, _ = build_parser()
     for name, p in sub.choices.items():
         groups = ("sim_command", "user_command", "token_command", "unit_command", "ca_command")
         nested = [a for a in p._actions if a.dest in groups]
@@ -34,7 +33,7 @@ def api(gateway):
 
 def siaga(*args, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
+        [sys.executable, "-m", "siaga", *args],
         capture_output=True,
         text=True,
         cwd=REPO,

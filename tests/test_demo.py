@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 from conftest import REPO, wait_until
 
-from provisioning.mosquitto import free_port
+from provisioning.processes import free_port
 
 
 def processes_mentioning(text):
@@ -35,7 +35,7 @@ def test_demo_runs_the_fleet_and_stops_cleanly(tmp_path):
     )
     env["SIAGA_DEMO_PASSWORD"] = "demo-sandi-112"  # else a new one each start, printed
     demo = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "demo"],
+        [sys.executable, "-m", "siaga", "demo"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

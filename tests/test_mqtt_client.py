@@ -19,7 +19,8 @@ import pytest
 from conftest import wait_until
 
 import simulators.link
-from provisioning.mosquitto import Mosquitto, free_port
+from provisioning.mosquitto import Mosquitto
+from provisioning.processes import free_port
 from simulators.link import Link, MQTTFramer
 from simulators.vunit import micropython_bin
 

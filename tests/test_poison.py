@@ -100,7 +100,7 @@ def test_a_retained_forged_will_holds_nothing_back_after_a_reset(gateway, mqtt_c
     time.sleep(0.5)
     assert gateway.unit(unit_id)["link"] == "shutdown"  # the real birth is older than the forgery
     out = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "unit", "reset-counters", unit_id, "--api", gateway.url],
+        [sys.executable, "-m", "siaga", "unit", "reset-counters", unit_id, "--api", gateway.url],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -196,7 +196,7 @@ def test_health_says_degraded_while_the_broker_is_gone(tmp_path):
 
 def siaga_units(gw):
     out = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "units", "--api", gw.url],
+        [sys.executable, "-m", "siaga", "units", "--api", gw.url],
         capture_output=True,
         text=True,
         cwd=REPO,

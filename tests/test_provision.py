@@ -11,10 +11,10 @@ import pty
 import pytest
 from conftest import GatewayProcess, wait_until
 
-from gateway.cli import main as siaga
-from gateway.process import make_token
 from provisioning import flash
 from provisioning.broker_admin import BrokerAdmin
+from siaga.cli import main as siaga
+from simulators.gateway_process import make_token
 from simulators.vboard_serial import SerialBoard
 
 # 4 KB blocks: room for the image and the unit's files, and bytes enough for a second
@@ -215,7 +215,7 @@ def test_an_unreachable_broker_changes_nothing(
     fake = tmp_path / "broker-copy"
     fake.mkdir()
     info = json.loads((secure_broker.data_dir / "broker.json").read_text())
-    from provisioning.mosquitto import free_port
+    from provisioning.processes import free_port
 
     (fake / "broker.json").write_text(json.dumps(dict(info, tls_port=free_port())))  # nobody listens
     (fake / "admin.password").write_text((secure_broker.data_dir / "admin.password").read_text())
@@ -299,7 +299,7 @@ def test_a_batch_goes_on_after_a_failed_unit(provision, boards, secure_gateway, 
 
 
 def test_an_unreachable_gateway_changes_nothing(provision, boards, admin, unit_id):
-    from provisioning.mosquitto import free_port
+    from provisioning.processes import free_port
 
     board = boards()
     rc, out, err = provision(

@@ -19,7 +19,6 @@ import pytest
 from conftest import GatewayProcess, wait_until
 from cryptography import x509
 
-from gateway.cli import main as siaga
 from gateway.store import Store
 from provisioning import ca as project_ca
 from provisioning.broker_admin import (
@@ -30,7 +29,8 @@ from provisioning.broker_admin import (
     UnitExists,
     UnknownUnit,
 )
-from provisioning.mosquitto import free_port
+from provisioning.processes import free_port
+from siaga.cli import main as siaga
 
 _ids = itertools.count(1)
 

@@ -14,8 +14,8 @@ import pytest
 from conftest import wait_until
 from playwright.sync_api import expect, sync_playwright
 
-from gateway.process import GatewayProcess
-from provisioning.mosquitto import free_port
+from provisioning.processes import free_port
+from simulators.gateway_process import GatewayProcess
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "rahasia-112"

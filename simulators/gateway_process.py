@@ -6,10 +6,9 @@ import sys
 import time
 from pathlib import Path
 
-from provisioning.mosquitto import die_with_parent, free_port
-
-from .client import Client
-from .errors import SiagaError
+from gateway.client import Client
+from gateway.errors import SiagaError
+from provisioning.processes import die_with_parent, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,7 +28,7 @@ def wait_until(predicate, timeout=15.0, interval=0.05, what="condition"):
 def make_token(data_dir, role, name):
     """An API token made directly in the gateway's database in `data_dir` (what
     `siaga token create` does), so it works before the gateway starts."""
-    from .auth import create_token, open_db
+    from gateway.auth import create_token, open_db
 
     store = open_db(data_dir)
     try:
@@ -61,7 +60,7 @@ class GatewayProcess:
         cmd = [
             sys.executable,
             "-m",
-            "gateway.cli",
+            "siaga",
             "gateway",
             "--mqtt",
             f"127.0.0.1:{self.mqtt_port}",
