@@ -3,9 +3,9 @@
 import json
 import logging
 import sys
-import time
 
 from . import config
+from .centre import INCIDENT_KINDS, UNIT_KINDS, local_time
 from .client import Client
 from .errors import SiagaError
 
@@ -15,11 +15,8 @@ def api(args):
     return Client(getattr(args, "api", None))
 
 
-WIB = 7 * 3600
-
-
 def wib(ts):
-    return "-" if ts is None else time.strftime("%H:%M:%S WIB", time.gmtime(ts + WIB))
+    return "-" if ts is None else local_time(ts, "%H:%M:%S")
 
 
 def print_units(units):
@@ -169,9 +166,7 @@ def _dispatch_commands(sub):
     )
     a.add_argument("--lat", type=float, required=True)
     a.add_argument("--lon", type=float, required=True)
-    a.add_argument(
-        "--kind", required=True, choices=("fire", "traffic_accident", "medical", "security", "other")
-    )
+    a.add_argument("--kind", required=True, choices=tuple(INCIDENT_KINDS))
     a.add_argument("--note", default="", help="address, what happened")
     st = unit_parser("status", "set a unit's status as dispatcher, with a reason", cmd_status)
     st.add_argument("key", type=int, choices=range(10))
@@ -187,7 +182,7 @@ def _dispatch_commands(sub):
     n = sub.add_parser("nearest", help="the available units nearest to a point")
     n.add_argument("--lat", type=float, required=True)
     n.add_argument("--lon", type=float, required=True)
-    n.add_argument("--incident-kind", choices=("fire", "traffic_accident", "medical", "security", "other"))
+    n.add_argument("--incident-kind", choices=tuple(INCIDENT_KINDS))
     n.add_argument("--limit", type=int, default=5)
     n.add_argument("--api", help="gateway URL")
     n.set_defaults(func=cmd_nearest)
@@ -206,7 +201,7 @@ def add_commands(sub):
 
     r = sub.add_parser("register", help="add or update a unit in the gateway's registry")
     r.add_argument("unit_id")
-    r.add_argument("--kind", default="ambulance", help="ambulance, fire_truck, rescue, police, other")
+    r.add_argument("--kind", default="ambulance", choices=UNIT_KINDS)
     r.add_argument("--callsign")
     r.add_argument("--agency", default="")
     r.add_argument("--api", help="gateway URL")

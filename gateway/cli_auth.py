@@ -10,9 +10,9 @@ import getpass
 import json
 import os
 import sys
-import time
 
 from . import auth, config
+from .centre import local_time
 from .errors import SiagaError
 
 
@@ -31,7 +31,7 @@ def _password():
 
 
 def _when(ts):
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+    return "-" if ts is None else local_time(ts)  # as `siaga units`: the centre's time
 
 
 def cmd_user_add(args):

@@ -225,3 +225,22 @@ def host_port(value, default_port):
         return host, int(port)
     except ValueError:
         raise ConfigError(f"{value!r} is not HOST:PORT") from None
+
+
+def value(name, flag=None, environ=None):
+    """One setting for a command that takes no config file: its flag, else its
+    environment variable, else its default (the precedence of `resolve`)."""
+    environ = os.environ if environ is None else environ
+    setting = next(s for s in SETTINGS if s.name == name)
+    if flag is not None:
+        return _convert(setting, flag, setting.flag)
+    if setting.env in environ:
+        return _convert(setting, environ[setting.env], setting.env)
+    return setting.default
+
+
+def data_dir(flag=None):
+    """The gateway's data folder: --data, $SIAGA_DATA_DIR, or `var`."""
+    from pathlib import Path
+
+    return Path(value("data", flag))

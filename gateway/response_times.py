@@ -3,9 +3,9 @@
 hospital. Pure functions over rows from the store."""
 
 import statistics
-import time
 
-WIB = 7 * 3600
+from .centre import local_day
+
 # interval name: (from milestone, to milestone); a milestone is a crew key or "assigned"
 INTERVALS = {
     "turnout": ("assigned", 3),
@@ -55,18 +55,14 @@ def assignment_times(assignment, presses, until):
     }
 
 
-def per_assignment(assignments, presses_by_unit, ends_by_unit):
+def per_assignment(assignments, presses_by_unit, ends_by_unit, now):
     """Every assignment's times; an assignment ends at the unit's next assign or
     release, or now."""
     out = []
     for a in assignments:
         ends = [t for t in ends_by_unit.get(a["unit_id"], []) if t > a["t"]]
-        out.append(assignment_times(a, presses_by_unit.get(a["unit_id"], []), min(ends, default=time.time())))
+        out.append(assignment_times(a, presses_by_unit.get(a["unit_id"], []), min(ends, default=now)))
     return out
-
-
-def wib_day(t):
-    return time.strftime("%Y-%m-%d", time.gmtime(t + WIB))
 
 
 def _stats(values):
@@ -80,7 +76,7 @@ def _stats(values):
 def summary(rows, group):
     """Per unit (`group="unit"`) or per day in WIB (`group="day"`): count, median, p90
     and max of each interval."""
-    key = (lambda r: r["unit_id"]) if group == "unit" else (lambda r: wib_day(r["assigned_at"]))
+    key = (lambda r: r["unit_id"]) if group == "unit" else (lambda r: local_day(r["assigned_at"]))
     groups = {}
     for r in rows:
         groups.setdefault(key(r), []).append(r)

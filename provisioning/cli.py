@@ -11,11 +11,13 @@ import sys
 from pathlib import Path
 
 from gateway import cli as gateway_cli
+from gateway import config
+from gateway.centre import UNIT_KINDS
 from gateway.client import default_url
 from gateway.errors import SiagaError
 
 from . import flash
-from .provision import BOARDS, KINDS, Provisioner, ProvisionError
+from .provision import BOARDS, Provisioner, ProvisionError
 from .selftest import TechnicianPanel
 
 
@@ -23,7 +25,7 @@ def _broker_data(args):
     return Path(
         getattr(args, "broker_data", None)
         or os.environ.get("SIAGA_BROKER_DATA")
-        or Path(os.environ.get("SIAGA_DATA_DIR", "var")) / "broker"
+        or config.data_dir() / "broker"
     )
 
 
@@ -173,7 +175,7 @@ def add_commands(sub, virtual_panel=None):
         help="turn a board into a unit: registry, broker credentials, image, copy, verify, self-test",
     )
     p.add_argument("unit_id", nargs="?")
-    p.add_argument("--kind", default="ambulance", choices=KINDS)
+    p.add_argument("--kind", default="ambulance", choices=UNIT_KINDS)
     p.add_argument("--callsign", help="e.g. 'AMBULANS 07' [default: the unit id in capitals]")
     p.add_argument("--agency", default="")
     p.add_argument(

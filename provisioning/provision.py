@@ -28,6 +28,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from gateway.centre import UNIT_KINDS
 from gateway.client import Client
 from gateway.errors import SiagaError
 
@@ -35,7 +36,6 @@ from . import flash, image
 from .broker_admin import BrokerAdmin, BrokerAdminError, check_unit_id
 
 BOARDS = ("esp32s3-sim7600-m8n/1", "esp32-ec25/1", "virtual")
-KINDS = ("ambulance", "fire_truck", "rescue", "police", "other")
 DATA_FILES = ("settings.json", "config.good.json", "ob")  # another identity's, on a reused board
 OK, FAIL = "✓", "✗"
 
@@ -98,8 +98,8 @@ class Provisioner:
     def run(self):
         if self.board not in BOARDS:
             raise ProvisionError(f"unknown board {self.board!r} (known: {', '.join(BOARDS)})")
-        if self.kind not in KINDS:
-            raise ProvisionError(f"unknown kind {self.kind!r} (known: {', '.join(KINDS)})")
+        if self.kind not in UNIT_KINDS:
+            raise ProvisionError(f"unknown kind {self.kind!r} (known: {', '.join(UNIT_KINDS)})")
         work = Path(tempfile.mkdtemp(prefix="siaga-image-"))  # 0700: the password goes in here
         try:
             with self._admin() as admin, flash.BoardLink(self.port) as link:

@@ -5,6 +5,7 @@ import signal
 import threading
 from pathlib import Path
 
+from gateway import config
 from gateway.errors import SiagaError
 
 from . import vunit
@@ -13,7 +14,7 @@ from .geo import CENTRE, to_xy
 
 
 def data_dir(args):
-    return Path(args.data or os.environ.get("SIAGA_DATA_DIR", "var"))
+    return config.data_dir(args.data)
 
 
 def broker(args):

@@ -5,9 +5,8 @@ import os
 import secrets
 import signal
 import threading
-from pathlib import Path
 
-from gateway import auth
+from gateway import auth, config
 from gateway.errors import Conflict
 from provisioning.mosquitto import Mosquitto
 from provisioning.processes import die_with_parent, free_port, port_is_free
@@ -44,7 +43,7 @@ def demo_login(data, name="dispatcher"):
 
 def run_demo():
     die_with_parent(signal.SIGTERM)  # `make` killed: stop everything too
-    data = Path(os.environ.get("SIAGA_DATA_DIR", "var")).resolve()
+    data = config.data_dir().resolve()
     print("Siaga demo")
     mqtt_port = _port("SIAGA_MQTT_PORT", 1883, "MQTT")
     http_port = _port("SIAGA_HTTP_PORT", 8080, "HTTP")

@@ -1,14 +1,12 @@
 """Dispatcher actions and the nearest available units (/api/v1)."""
 
-import time
-
 from fastapi import APIRouter, Query
 from pydantic import Field
 
 from .. import availability
+from ..centre import local_time
 from ..errors import BadRequest, Conflict
 from ..pipeline import Action
-from ..response_times import WIB
 from .params import INCIDENT_KINDS, UNIT_ID, IncidentKind, Integer, Strict, UnitKind
 
 
@@ -28,10 +26,6 @@ class ReasonIn(Strict):
     reason: str = Field("", max_length=500)
 
 
-def wib(ts):
-    return time.strftime("%Y-%m-%d %H:%M WIB", time.gmtime(ts + WIB))
-
-
 def router(gw, registered, unit_json, user_of):
     r = APIRouter(prefix="/api/v1")
 
@@ -47,7 +41,7 @@ def router(gw, registered, unit_json, user_of):
         at = registered(unit_id).get("decommissioned_at")
         if at is not None:
             raise Conflict(
-                f"{unit_id} is decommissioned (since {wib(at)}): it cannot be {what};"
+                f"{unit_id} is decommissioned (since {local_time(at)}): it cannot be {what};"
                 f" `siaga unit enable {unit_id}` puts it back in service",
                 "decommissioned",
             )

@@ -8,6 +8,8 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from .. import centre
+
 GATEWAY = Path(__file__).resolve().parent.parent
 WEB = GATEWAY / "web"
 LEAFLET = GATEWAY.parent / "node_modules" / "leaflet" / "dist"
@@ -39,15 +41,19 @@ def mount(app, gw):
 
     @r.get("/api/v1/map-config")
     def map_config():
-        """Where the map's tiles come from (a gateway setting), their attribution, and
-        the status schemes' labels by name (a unit's `status_scheme` names its own);
-        `statuses` is the default scheme's, as before there were others."""
+        """Where the map's tiles come from (a gateway setting), their attribution, the
+        status schemes' labels by name (a unit's `status_scheme` names its own;
+        `statuses` is the default scheme's, as before there were others), the kinds of
+        unit and incident, and the zone times are shown in."""
         schemes = {name: _statuses(scheme) for name, scheme in gw.pipeline.schemes.items()}
         return {
             "tiles_url": gw.settings.get("tiles_url", ""),
             "tiles_attribution": gw.settings.get("tiles_attribution", ""),
             "statuses": schemes["default"],
             "schemes": schemes,
+            "unit_kinds": list(centre.UNIT_KINDS),
+            "incident_kinds": list(centre.INCIDENT_KINDS),
+            "zone": {"name": centre.ZONE_NAME, "offset_s": centre.ZONE_OFFSET_S},
         }
 
     @r.get("/vendor/leaflet/{path:path}", include_in_schema=False)

@@ -10,18 +10,10 @@ from fastapi import Path, Query, Request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, FiniteFloat, create_model
 
 from .. import protocol, unit_settings
+from ..centre import INCIDENT_KINDS, UNIT_KINDS
 from ..errors import BadRequest
 from ..statuses import AVAILABILITIES
 
-UNIT_KINDS = ("ambulance", "fire_truck", "rescue", "police", "other")
-# The kinds of incident, and the kinds of unit that fit each, best first.
-INCIDENT_KINDS = {
-    "fire": ("fire_truck", "rescue"),
-    "traffic_accident": ("ambulance", "rescue", "fire_truck", "police"),
-    "medical": ("ambulance",),
-    "security": ("police",),
-    "other": ("ambulance", "fire_truck", "rescue", "police", "other"),
-}
 UnitKind = Literal[UNIT_KINDS]
 Availability = Literal[AVAILABILITIES]
 IncidentKind = Literal[tuple(INCIDENT_KINDS)]

@@ -65,7 +65,7 @@ def router(gw, registered, reader):
             return []
         first = min(a["t"] for a in rows) - response_times.CLOCK_SKEW
         return response_times.per_assignment(
-            rows, store.crew_presses(reader, units, first), store.assignment_ends(reader, units)
+            rows, store.crew_presses(reader, units, first), store.assignment_ends(reader, units), gw.clock()
         )
 
     @r.get("/assignments")

@@ -4,14 +4,14 @@
 // emergency alarm. Plain ES modules, no build step; Leaflet is the global `L`.
 
 import { api, ApiError, can, login, logout, session, whoAmI } from "./api.js";
-import { age, distance, supplyLow, volts, wib, wibWhen } from "./format.js";
+import { age, distance, setZone, supplyLow, volts, wib, wibWhen } from "./format.js";
 import { currentLang, setLang, statusLabel, t, translateStatic } from "./i18n.js";
 import { badge, escape, fixAge, look, LOOK, stale, unitIcon } from "./markers.js";
 
 const $ = (sel) => document.querySelector(sel);
 const CENTRE = [-2.2096, 113.9136]; // Palangka Raya
 const AVAIL_ORDER = ["emergency", "assigned", "available", "busy", "out_of_service", "offline"];
-const KINDS = ["ambulance", "fire_truck", "rescue", "police", "other"];
+let KINDS = []; // the unit kinds, from /api/v1/map-config
 
 const units = new Map(); // unit_id -> the unit's latest view
 const markers = new Map(); // unit_id -> L.marker
@@ -50,6 +50,12 @@ async function start() {
   if (!map) {
     const config = await api("GET", "/map-config");
     state.schemes = config.schemes || { default: config.statuses || [] };
+    KINDS = config.unit_kinds || [];
+    setZone(config.zone);
+    $("#clock").title = `${config.zone.name} (UTC${config.zone.offset_s >= 0 ? "+" : ""}${config.zone.offset_s / 3600})`;
+    $("#inc-kind").innerHTML = (config.incident_kinds || [])
+      .map((k) => `<option value="${escape(k)}" data-i18n="ik_${escape(k)}">${escape(t("ik_" + k))}</option>`)
+      .join("");
     initMap(config);
   }
   connectStream();

@@ -1,18 +1,23 @@
-// Times in WIB (UTC+7) whatever the browser's zone; ages and distances for a glance.
+// Times in the centre's zone (WIB, UTC+7, in Palangka Raya; the gateway says which in
+// /api/v1/map-config) whatever the browser's zone; ages and distances for a glance.
 
-const WIB_OFFSET_S = 7 * 3600;
+const zone = { name: "UTC", offset_s: 0 };
+
+export function setZone(z) {
+  Object.assign(zone, z);
+}
 
 // Unix seconds -> "14:02:11 WIB"
 export function wib(unixSeconds, withZone = true) {
   if (unixSeconds == null) return "—";
-  const hms = new Date((unixSeconds + WIB_OFFSET_S) * 1000).toISOString().slice(11, 19);
-  return withZone ? `${hms} WIB` : hms;
+  const hms = new Date((unixSeconds + zone.offset_s) * 1000).toISOString().slice(11, 19);
+  return withZone ? `${hms} ${zone.name}` : hms;
 }
 
-// Unix seconds -> "2026-11-28 14:02 WIB" when not today (WIB), else the time alone.
+// Unix seconds -> "2026-11-28 14:02 WIB" when not today (in the zone), else the time alone.
 export function wibWhen(unixSeconds, nowSeconds) {
   if (unixSeconds == null) return "—";
-  const day = (s) => new Date((s + WIB_OFFSET_S) * 1000).toISOString().slice(0, 10);
+  const day = (s) => new Date((s + zone.offset_s) * 1000).toISOString().slice(0, 10);
   return day(unixSeconds) === day(nowSeconds) ? wib(unixSeconds) : `${day(unixSeconds)} ${wib(unixSeconds)}`;
 }
 
