@@ -13,6 +13,7 @@ The image is an update installed on purpose: its main.py says so (`UPDATE`), and
 modules go before any frozen into the board's MicroPython; without it, frozen code
 wins over whatever .mpy files a flash may hold (firmware/main.py)."""
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,16 @@ def build(out_dir, optimise=1, lines=False):
         raise RuntimeError("firmware/main.py has no UPDATE = None line to mark the image")
     (out_dir / "main.py").write_text(main.replace("\nUPDATE = None", '\nUPDATE = "image"', 1))
     return out_dir
+
+
+def boards():
+    """The boards the firmware runs on, its `BOARDS` (firmware/boards/__init__.py, read,
+    not imported: it is MicroPython), default first, and the virtual board."""
+    tree = ast.parse((FIRMWARE / "boards" / "__init__.py").read_text())
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            if node.targets[0].id in ("BOARDS", "DEFAULT"):
+                found[node.targets[0].id] = ast.literal_eval(node.value)
+    names = sorted(found["BOARDS"], key=lambda name: name != found["DEFAULT"])
+    return (*names, "virtual")

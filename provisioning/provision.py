@@ -35,7 +35,7 @@ from gateway.errors import SiagaError
 from . import flash, image
 from .broker_admin import BrokerAdmin, BrokerAdminError, check_unit_id
 
-BOARDS = ("esp32s3-sim7600-m8n/1", "esp32-ec25/1", "virtual")
+BOARDS = image.boards()  # the firmware's own list, and "virtual"
 DATA_FILES = ("settings.json", "config.good.json", "ob")  # another identity's, on a reused board
 OK, FAIL = "✓", "✗"
 
