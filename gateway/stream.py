@@ -1,8 +1,9 @@
 """Fan-out of unit changes to live-stream subscribers (Server-Sent Events).
 
 The ingest worker thread publishes; each subscriber is an asyncio queue on the HTTP
-server's event loop. A subscriber that falls too far behind loses its oldest events and
-is told how many (`dropped`), never blocks ingest.
+server's event loop. A subscriber that falls too far behind loses its oldest events, never
+blocks ingest, and is told: its stream sends an event `dropped` with how many, and the
+map reads every unit again.
 """
 
 import asyncio

@@ -299,3 +299,20 @@ def test_live_streams_are_bounded():
 
     with ThreadPoolExecutor(1) as pool:  # a loop of its own: the browser tests keep one in this thread
         pool.submit(asyncio.run, open_many()).result()
+
+
+def test_a_subscriber_that_falls_behind_loses_its_oldest_events_and_counts_them():
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gateway import stream
+
+    async def flood():
+        sub = stream.Subscriber(asyncio.get_running_loop())
+        for n in range(stream.QUEUE_MAX + 5):
+            sub.offer({"n": n})
+        first = await sub.queue.get()
+        return sub.dropped, first["n"], sub.queue.qsize()
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(asyncio.run, flood()).result() == (5, 5, stream.QUEUE_MAX - 1)

@@ -245,7 +245,7 @@ def create_app(gw):
         sub = gw.hub.subscribe()
 
         async def events():
-            checked = time.monotonic()
+            checked, told = time.monotonic(), 0
             try:
                 yield "retry: 1000\n\n"
                 while True:
@@ -257,6 +257,9 @@ def create_app(gw):
                         if not await asyncio.to_thread(guard.still_valid, request):
                             return  # the session ended or the token was revoked
                         checked = time.monotonic()
+                    if sub.dropped > told:  # it fell behind: the page reads all units again
+                        told = sub.dropped
+                        yield f"event: dropped\ndata: {json.dumps({'dropped': told})}\n\n"
                     if view is None:
                         yield ": keep-alive\n\n"
                     else:

@@ -181,6 +181,8 @@ function connectStream() {
     if (state.loading) state.loading.push(ev);
     else applyEvent(ev);
   });
+  // this page fell behind and the gateway dropped some of its events: read all again
+  source.addEventListener("dropped", () => loadUnits());
 }
 
 function setStream(s) {
