@@ -9,6 +9,14 @@ from .centre import INCIDENT_KINDS, UNIT_KINDS, local_time
 from .client import Client
 from .errors import SiagaError
 
+TOKEN_HELP = "API token (siaga token create) [env SIAGA_TOKEN; the environment keeps it out of ps]"
+
+
+def add_api_flags(p):
+    """--api and --token, on every command that calls the gateway's API."""
+    p.add_argument("--api", help="gateway URL [env SIAGA_API, default http://127.0.0.1:$SIAGA_HTTP_PORT]")
+    p.add_argument("--token", help=TOKEN_HELP)
+
 
 def api(args):
     """The gateway's API for this command: --api, $SIAGA_API or the local gateway."""
@@ -157,7 +165,7 @@ def _dispatch_commands(sub):
     def unit_parser(name, helptext, func):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("unit_id")
-        p.add_argument("--api", help="gateway URL")
+        add_api_flags(p)
         p.set_defaults(func=func)
         return p
 
@@ -184,7 +192,7 @@ def _dispatch_commands(sub):
     n.add_argument("--lon", type=float, required=True)
     n.add_argument("--incident-kind", choices=tuple(INCIDENT_KINDS))
     n.add_argument("--limit", type=int, default=5)
-    n.add_argument("--api", help="gateway URL")
+    add_api_flags(n)
     n.set_defaults(func=cmd_nearest)
 
 
@@ -196,7 +204,7 @@ def add_commands(sub):
 
     u = sub.add_parser("units", help="print the gateway's unit table")
     u.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    u.add_argument("--api", help="gateway URL [env SIAGA_API, default http://127.0.0.1:$SIAGA_HTTP_PORT]")
+    add_api_flags(u)
     u.set_defaults(func=cmd_units)
 
     r = sub.add_parser("register", help="add or update a unit in the gateway's registry")
@@ -204,7 +212,7 @@ def add_commands(sub):
     r.add_argument("--kind", default="ambulance", choices=UNIT_KINDS)
     r.add_argument("--callsign")
     r.add_argument("--agency", default="")
-    r.add_argument("--api", help="gateway URL")
+    add_api_flags(r)
     r.set_defaults(func=cmd_register)
 
     _dispatch_commands(sub)
@@ -220,12 +228,12 @@ def add_unit_commands(usub):
     """`siaga unit show|reset-counters UNIT_ID`."""
     show = usub.add_parser("show", help="print one unit as JSON (short: siaga unit UNIT_ID)")
     show.add_argument("unit_id")
-    show.add_argument("--api", help="gateway URL [env SIAGA_API, default http://127.0.0.1:$SIAGA_HTTP_PORT]")
+    add_api_flags(show)
     show.set_defaults(func=cmd_unit)
     reset = usub.add_parser(
         "reset-counters",
         help="the gateway forgets a unit's boot and message counters (after forged or new hardware)",
     )
     reset.add_argument("unit_id")
-    reset.add_argument("--api", help="gateway URL [env SIAGA_API]")
+    add_api_flags(reset)
     reset.set_defaults(func=reset_counters)

@@ -5,7 +5,6 @@ they work before the gateway first runs, and while it runs.
 Passwords come from a prompt (asked twice) or SIAGA_PASSWORD, never from a flag.
 """
 
-import argparse
 import getpass
 import json
 import os
@@ -133,19 +132,3 @@ def add_commands(sub):
     for parser, func in ((c, cmd_token_create), (tl, cmd_token_list), (r, cmd_token_revoke)):
         _data_flags(parser)
         parser.set_defaults(func=func)
-
-
-def add_token_flags(parser):
-    """`--token` on every command that calls the gateway's HTTP API (those with --api or
-    --register), nested ones too."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for p in action.choices.values():
-                add_token_flags(p)
-    if {"--api", "--register"} & set(
-        parser._option_string_actions
-    ) and "--token" not in parser._option_string_actions:
-        parser.add_argument(
-            "--token",
-            help="API token (siaga token create) [env SIAGA_TOKEN; the environment keeps it out of ps]",
-        )

@@ -150,7 +150,7 @@ def _common(p):
     p.add_argument(
         "--board", default=BOARDS[0], choices=BOARDS, help=f"the board's build (default {BOARDS[0]})"
     )
-    p.add_argument("--api", help="gateway URL [env SIAGA_API]; the API token comes from SIAGA_TOKEN")
+    gateway_cli.add_api_flags(p)
     p.add_argument("--broker-data", help="the secure broker's data folder [default $SIAGA_DATA_DIR/broker]")
     p.add_argument(
         "--broker-host", help="the broker's address as the units reach it [default: broker.json's]"
@@ -274,5 +274,5 @@ def add_unit_commands(usub, virtual_panel=None):
         c = usub.add_parser(name, help=helptext)
         c.add_argument("unit_id")
         c.add_argument("--broker-data", help="the secure broker's data folder [env SIAGA_BROKER_DATA]")
-        c.add_argument("--api", help="gateway URL [env SIAGA_API]; the API token comes from SIAGA_TOKEN")
+        gateway_cli.add_api_flags(c)
         c.set_defaults(func=func)

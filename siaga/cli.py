@@ -28,7 +28,6 @@ def build_parser():
     provisioning_cli.add_ca_commands(sub)
     simulators_cli.add_commands(sub)
     cli_auth.add_commands(sub)
-    cli_auth.add_token_flags(p)  # on every command that calls the API, now that all are here
     return p, sub, usub
 
 

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 from gateway import config
+from gateway.cli import TOKEN_HELP
 from gateway.errors import SiagaError
 
 from . import vunit
@@ -136,6 +137,7 @@ def add_commands(sub):
     f.add_argument("--count", type=int, default=6)
     f.add_argument("--broker", help="MQTT broker HOST:PORT")
     f.add_argument("--register", metavar="URL", help="register the units with this gateway first")
+    f.add_argument("--token", help=TOKEN_HELP)
     f.add_argument("--no-crews", action="store_true", help="no simulated crews pressing keys")
     f.add_argument("--verbose", action="store_true", help="echo every unit's console")
     f.set_defaults(func=cmd_fleet)
