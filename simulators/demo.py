@@ -25,10 +25,24 @@ def _port(env, default, what):
     return port
 
 
+def demo_password(data):
+    """SIAGA_DEMO_PASSWORD, or the one made at the demo's first start and kept in its data
+    folder (0600), so that a restart logs no open browser out."""
+    if os.environ.get("SIAGA_DEMO_PASSWORD"):
+        return os.environ["SIAGA_DEMO_PASSWORD"]
+    path = data / "demo.password"
+    if path.exists():
+        return path.read_text().strip()
+    password = secrets.token_urlsafe(9)
+    data.mkdir(parents=True, exist_ok=True)
+    path.touch(0o600)
+    path.write_text(password + "\n")
+    return password
+
+
 def demo_login(data, name="dispatcher"):
-    """The demo's dispatcher login in the gateway's database: its password, from
-    SIAGA_DEMO_PASSWORD or new at every start."""
-    password = os.environ.get("SIAGA_DEMO_PASSWORD") or secrets.token_urlsafe(9)
+    """The demo's dispatcher login in the gateway's database (demo_password)."""
+    password = demo_password(data)
     store = auth.open_db(data)
     try:
         with store.atomic() as db:
@@ -50,10 +64,12 @@ def run_demo():
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
+    print(f"  starting the broker (Mosquitto, TLS from the project CA) on port {mqtt_port} ...", flush=True)
     broker = Mosquitto(data / "broker", mqtt_port, secure=True).start()  # TLS, dynsec: no anonymous
     gateway = fleet = None
     try:
         login = demo_login(data)
+        print(f"  starting the gateway on port {http_port} ...", flush=True)
         gateway = GatewayProcess(
             data, mqtt_port, http_port, client_id="siaga-gateway", extra=broker.gateway_flags()
         ).start()
@@ -66,8 +82,9 @@ def run_demo():
             " each unit logs in as itself"
         )
         print(f"  gateway   {api}/api/v1/units  (log {data / 'gateway.log'}, database {data / 'siaga.db'})")
-        print(f"  login: {login[0]} / {login[1]} at {api}/")
+        print(f"  map       {api}/  login {login[0]} / {login[1]}  (kept in {data / 'demo.password'})")
         print(f"  token     export SIAGA_TOKEN={gateway.token}  (a supervisor's, for siaga and curl)")
+        print(f'  curl      curl -H "Authorization: Bearer $SIAGA_TOKEN" {api}/api/v1/units')
         print(f"  fleet     {', '.join(s.unit_id + ' ' + s.callsign for s in specs)}")
         print(f"            flash folders in {data / 'flash'}, crews press keys on missions")
         print(

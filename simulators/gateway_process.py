@@ -25,14 +25,18 @@ def wait_until(predicate, timeout=15.0, interval=0.05, what="condition"):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}; last value {last!r}")
 
 
-def make_token(data_dir, role, name):
+def make_token(data_dir, role, name, replace=False):
     """An API token made directly in the gateway's database in `data_dir` (what
-    `siaga token create` does), so it works before the gateway starts."""
-    from gateway.auth import create_token, open_db
+    `siaga token create` does), so it works before the gateway starts; `replace`: the
+    tokens of that name made before are revoked (a launcher's own token, new at each
+    start, leaves none behind that stays valid)."""
+    from gateway.auth import create_token, open_db, revoke_token
 
     store = open_db(data_dir)
     try:
         with store.atomic() as db:
+            if replace:
+                revoke_token(db, name)
             return create_token(db, role, name)[0]
     finally:
         store.db.conn.close()
@@ -55,7 +59,7 @@ class GatewayProcess:
     def start(self, timeout=20):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.token is None:
-            self.token = make_token(self.data_dir, "supervisor", "gateway-process")
+            self.token = make_token(self.data_dir, "supervisor", "gateway-process", replace=True)
         log = open(self.log_path, "ab")
         cmd = [
             sys.executable,

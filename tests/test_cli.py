@@ -1,6 +1,7 @@
 """The `siaga` command line: help for every command, the docs name every command, and
 the unit table against a running gateway."""
 
+import os
 import re
 import subprocess
 import sys
@@ -109,3 +110,15 @@ def test_dispatch_from_the_command_line(gateway, vunits, unit_id):
     assert run.returncode == 0 and "status_locked" in run.stdout
     bad = siaga("status", unit_id, "5", "--reason", "x", *api(gateway))
     assert bad.returncode == 2 and "not a status a dispatcher can set" in bad.stderr
+
+
+def test_a_reader_that_stops_early_is_no_error(gateway, unit_id, monkeypatch):
+    """`siaga units | head -1`: the pipe closes under the table; that is no traceback."""
+    from siaga.cli import main
+
+    gateway.register(unit_id)
+    read, write = os.pipe()
+    os.close(read)
+    monkeypatch.setattr(sys, "stdout", open(write, "w", buffering=1))
+    monkeypatch.setenv("SIAGA_TOKEN", gateway.token)
+    assert main(["units", "--api", gateway.url]) == 0

@@ -33,7 +33,7 @@ def test_demo_runs_the_fleet_and_stops_cleanly(tmp_path):
     env = dict(
         os.environ, SIAGA_DATA_DIR=str(tmp_path), SIAGA_MQTT_PORT=str(free_port()), SIAGA_HTTP_PORT=str(http)
     )
-    env["SIAGA_DEMO_PASSWORD"] = "demo-sandi-112"  # else a new one each start, printed
+    env["SIAGA_DEMO_PASSWORD"] = "demo-sandi-112"  # else one made at the first start, kept
     demo = subprocess.Popen(
         [sys.executable, "-m", "siaga", "demo"],
         cwd=REPO,
@@ -74,5 +74,25 @@ def test_demo_runs_the_fleet_and_stops_cleanly(tmp_path):
         out, _ = demo.communicate(timeout=60)
     assert demo.returncode == 0, out
     assert "stopped." in out and f":{http}/api/v1/units" in out
-    assert f"login: dispatcher / demo-sandi-112 at http://127.0.0.1:{http}/" in out
+    assert f"map       http://127.0.0.1:{http}/  login dispatcher / demo-sandi-112" in out
+    assert f'curl -H "Authorization: Bearer $SIAGA_TOKEN" http://127.0.0.1:{http}/api/v1/units' in out
+    assert "starting the broker" in out.splitlines()[1]  # it says what it does from the start
     assert processes_mentioning(str(tmp_path)) == []
+
+
+def test_the_demo_keeps_its_password_and_leaves_no_old_token_valid(tmp_path, monkeypatch):
+    from gateway import auth
+    from simulators.demo import demo_password
+    from simulators.gateway_process import make_token
+
+    monkeypatch.delenv("SIAGA_DEMO_PASSWORD", raising=False)
+    first = demo_password(tmp_path)
+    assert demo_password(tmp_path) == first and (tmp_path / "demo.password").stat().st_mode & 0o077 == 0
+    old = make_token(tmp_path, "supervisor", "gateway-process", replace=True)
+    new = make_token(tmp_path, "supervisor", "gateway-process", replace=True)  # the next start's
+    store = auth.open_db(tmp_path)
+    try:
+        assert auth.token_principal(store.reader(), old) is None
+        assert auth.token_principal(store.reader(), new).role == "supervisor"
+    finally:
+        store.db.conn.close()
