@@ -366,6 +366,12 @@ class Outbox:
             if len(self._acks) >= self.ack_flush:
                 self.flush()
 
+    def skip(self, boot, seq):
+        """A seq the unit gave to a message it does not journal: counted acknowledged,
+        in RAM only (no record of it is on flash to be read back), so that the ranges
+        stay one per stretch of waiting records, not one per such message."""
+        self.acked.add(boot, seq, seq)
+
     def flush(self):
         """Write buffered acknowledgements (losing them to a power cut only means a
         duplicate send, which the gateway recognises)."""

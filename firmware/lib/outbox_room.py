@@ -3,6 +3,7 @@
 # flash (ENOSPC), acknowledged records go first, then the positions of the oldest segment.
 # Presses are never dropped here. Every drop is counted and kept in ob/stats.
 import os
+from array import array
 
 from outbox import ACKED, POSITION, _frame, _frames, _ident
 
@@ -51,32 +52,41 @@ def free_space(ob):
 
 def thin(ob, seg, keep_every=2):
     """Rewrite a segment keeping every `keep_every`-th waiting position (0: none);
-    returns how many waiting positions it had (0: nothing to thin, nothing written)."""
-    keep, n, gone = [], 0, 0
-    for kind, body in _frames(ob.path(seg.number)):
-        if kind is None or kind == ACKED:
-            continue
-        boot, seq = _ident(kind, body)
-        if ob.acked.has(boot, seq):
-            continue
-        if kind == POSITION:
-            n += 1
-            if not keep_every or n % keep_every:
-                gone += 1
-                continue
-        keep.append(_frame(kind, body))
+    returns how many waiting positions it had (0: nothing to thin, nothing written).
+    Read twice and written as it is read, so the segment is never held in RAM; the
+    positions dropped are counted acknowledged, so the acknowledged ranges close over
+    them (one range a stretch, not one a dropped position)."""
+    path = ob.path(seg.number)
+    n = sum(1 for kind, body in _frames(path) if kind == POSITION and not ob.acked.has(*_ident(kind, body)))
     if n == 0:
         return 0
-    tmp = ob.path(seg.number) + ".tmp"
-    with open(tmp, "wb") as f:
-        for frame in keep:
+    dropped = array("I")  # boot, seq of each position dropped
+    kept = size = i = 0
+    with open(path + ".tmp", "wb") as f:
+        for kind, body in _frames(path):
+            if kind is None or kind == ACKED:
+                continue
+            boot, seq = _ident(kind, body)
+            if ob.acked.has(boot, seq):
+                continue
+            if kind == POSITION:
+                i += 1
+                if not keep_every or i % keep_every:
+                    dropped.append(boot)
+                    dropped.append(seq)
+                    continue
+            frame = _frame(kind, body)
             f.write(frame)
-    os.rename(tmp, ob.path(seg.number))
-    ob.dropped["position"] += gone
-    seg.size = sum(len(f) for f in keep)
-    seg.waiting = len(keep)
+            kept += 1
+            size += len(frame)
+    os.rename(path + ".tmp", path)
+    for j in range(0, len(dropped), 2):
+        ob.skip(dropped[j], dropped[j + 1])
+    ob.dropped["position"] += len(dropped) // 2
+    seg.size = size
+    seg.waiting = kept
     save_stats(ob)
-    ob.log("outbox: full, thinned segment %d: %d records kept" % (seg.number, len(keep)))
+    ob.log("outbox: full, thinned segment %d: %d records kept" % (seg.number, kept))
     return n
 
 

@@ -32,6 +32,14 @@ class Unit:
         self.seq += 1
         return seq
 
+    def seq_apart(self):
+        """A seq for a message the outbox never holds (telemetry, birth and will,
+        goodbye): the outbox counts it acknowledged at once, so that its acknowledged
+        ranges stay whole instead of growing by one with each such message."""
+        seq = self.next_seq()
+        self.outbox.skip(self.boot, seq)
+        return seq
+
     # crew
     def pressed(self, key, long_press):
         """The keypad's callback: the press is noted (nothing allocated), then recorded."""
@@ -370,7 +378,7 @@ class Unit:
             fields["supply_v"] = volts
         if self.cell is not None:
             fields.update(self.cell.info())
-        return wire.encode_json("tele", self.boot, self.next_seq(), **fields)
+        return wire.encode_json("tele", self.boot, self.seq_apart(), **fields)
 
     # link
     async def _session(self):
@@ -385,7 +393,7 @@ class Unit:
         """Connect, say so (birth), subscribe: the session's tasks, started."""
         if self.cell is not None and not self.cell.up():
             raise OSError("no mobile network yet: modem %s, %s" % (self.cell.modem.state, self.cell.error))
-        birth_seq = self.next_seq()
+        birth_seq = self.seq_apart()
         client = self.client  # one client for every session: what it has in flight goes again
         client.will = (self.topics["conn"], wire.encode_json("will", self.boot, birth_seq), 1, True)
         await client.connect()
@@ -463,7 +471,7 @@ class Unit:
         if client is not None:
             now = self.clock.now()
             try:
-                payload = wire.encode_json("bye", self.boot, self.next_seq(), t=now, sent=now)
+                payload = wire.encode_json("bye", self.boot, self.seq_apart(), t=now, sent=now)
                 await client.publish(self.topics["conn"], payload, qos=1, retain=True, timeout_ms=2000)
                 await client.disconnect()
             except LINK_ERRORS:

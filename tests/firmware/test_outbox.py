@@ -277,3 +277,21 @@ def test_shed_lets_go_of_fresh_positions_and_keeps_every_press():
     assert not ob.fresh and ob.newest_fresh() is None
     assert seqs(ob.backlog(10)) == [100, 101, 102, 103, 104]  # on flash, still to send
     assert _drain(ob) == [0, 1, 2, 3, 4]
+
+
+def test_acknowledged_ranges_stay_whole_over_seqs_never_journaled_and_dropped_positions():
+    ob = box(max_bytes=12000)
+    for seq in range(900):
+        if seq % 10 == 9:
+            ob.skip(1, seq)  # a telemetry message, a birth: a seq the outbox never holds
+        else:
+            ob.add_position(pos(seq))
+    assert ob.dropped["position"] > 0  # thinned: every other waiting position dropped
+    while True:
+        batch = ob.backlog(50)
+        if not batch:
+            break
+        for boot, seq in [wire.ident(r) for r in batch]:
+            ob.acknowledge(boot, [seq])
+    assert ob.waiting == 0
+    assert ob.acked.ranges[1] == [[0, 899]]  # one range, not one per gap
