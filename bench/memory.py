@@ -3,10 +3,11 @@ real Mosquitto (docs/firmware-memory.md):
 
 (a) the reference drive with no gateway, so that no press is ever confirmed and every
     one is sent again (every 5 s here), RUNS times in a row: not one MemoryError;
-(b) a 12-hour shift compressed (GNSS replayed at SHIFT_RATE times real time): two
-    missions an hour, 50 presses, outages of the gateway (stopped) and of the link
-    (silent, cut), the heap sampled each second: its growth per hour of shift, the
-    slope of a least-squares line through the samples;
+(b) a 12-hour shift compressed (GNSS replayed at SHIFT_RATE times real time, telemetry
+    as often in shift time as in a real one): two missions an hour, 50 presses, outages
+    of the gateway (stopped) and of the link (silent, cut), the heap sampled each
+    second: its growth per hour of shift, the slope of a least-squares line through the
+    samples;
 (c) the heap filled on purpose (the virtual board's fault hook takes every block of it):
     held for a moment, the unit recovers and keeps every press (how many allocations it
     recovered from is the figure); held for good, it resets, and says "memory".
@@ -108,7 +109,9 @@ def shift(workdir, hours=12, presses=50, rate=SHIFT_RATE, broker_port=None, unit
         ("127.0.0.1", link.port),
         heap=heap,
         seed=11,
-        config={"heap_log_s": 1},
+        # the heap sampled each second; telemetry as often in shift time as in a real
+        # shift (every 300 s), not 300 wall seconds, which would be hours of the shift
+        config={"heap_log_s": 1, "telemetry_s": max(1, round(300 / rate))},
     )
     unit.on_line = on_line
     pressed = []
