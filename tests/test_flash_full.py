@@ -6,8 +6,10 @@ many positions it had to drop."""
 
 import time
 
+import pytest
 from conftest import wait_until
 
+from simulators.gateway_process import GatewayProcess
 from simulators.route import city_drive
 from simulators.vunit import VirtualUnit
 
@@ -20,6 +22,16 @@ EVERY_FIX = {
 }
 BLOCKS = 12  # 4 KB littlefs blocks: a 48 KB data partition
 RATE = 40  # fixes a second, each one a report: the flash fills in under a minute
+
+
+@pytest.fixture
+def gateway(broker, tmp_path):
+    """GNSS is replayed RATE times faster than real time, so the unit's clock runs ahead of
+    the gateway's by what the drive has gained (docs/trust.md "Times"): this gateway
+    takes fixes and presses up to a day ahead."""
+    gw = GatewayProcess(tmp_path / "gateway", broker.port, extra=["--max-clock-ahead", "86400"]).start()
+    yield gw
+    gw.stop()
 
 
 def test_presses_survive_a_full_flash_and_a_power_cut(gateway, link, tmp_path, unit_id):
