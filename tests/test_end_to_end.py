@@ -123,11 +123,20 @@ def test_settings_pushed_by_the_gateway_are_kept_and_reported(gateway, vunits, u
     )
     assert status == 400 and "broker_host: not a field this takes" in body["error"]["message"]
 
+    # a pushed setting taken back: the unit returns to its own value for it
+    status, body = gateway.request("DELETE", f"/api/v1/units/{unit_id}/settings/report_heartbeat_s")
+    assert status == 202 and body == {"unit_id": unit_id, "version": 2, "values": {"report_max_period_s": 20}}
+    wait_until(
+        lambda: any("settings 2 in force" in line for line in unit.lines), what="the take-back in force"
+    )
+    kept = json.loads((unit.flash / "settings.json").read_text())
+    assert kept == {"version": 2, "values": {"report_max_period_s": 20}}
+
     unit.stop()
     vunits(unit_id)  # reboot: the birth reports the settings in force
     wait_until(lambda: (gateway.unit(unit_id)["device"] or {}).get("boot") == 1, what="the new birth")
-    assert gateway.unit(unit_id)["device"]["cfg"] == 1
-    assert gateway.unit(unit_id)["settings_pushed"]["version"] == 1
+    assert gateway.unit(unit_id)["device"]["cfg"] == 2
+    assert gateway.unit(unit_id)["settings_pushed"]["version"] == 2
 
 
 def test_a_hung_task_stops_the_watchdog_and_the_unit_restarts(gateway, vunits, unit_id):

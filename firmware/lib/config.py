@@ -156,14 +156,21 @@ def load(log=print):
 
 
 def apply_pushed(cfg, values, version):
-    """Check, persist and apply settings pushed by the gateway; ValueError if refused."""
+    """Check, persist and apply settings pushed by the gateway; ValueError if refused.
+    `values` is the whole set the gateway has pushed (docs/protocol.md, config): one it
+    no longer holds goes back to the unit's own value (config.json, or the default)."""
     check(values, True)
     try:
         kept = _layer(PUSHED, True)[0]
     except (OSError, ValueError):
         kept = {}
-    kept.update(values)
-    write_atomic(PUSHED, json.dumps({"version": version, "values": kept}))
+    write_atomic(PUSHED, json.dumps({"version": version, "values": values}))
+    gone = [k for k in kept if k not in values]
+    if gone:
+        own = dict(DEFAULTS)
+        own.update(_provisioned(lambda message: None))
+        for k in gone:
+            cfg[k] = own[k]
     cfg.update(values)
     cfg["_version"] = version
 

@@ -64,7 +64,7 @@ def test_pushed_settings_persist_over_the_file_with_their_version():
     cfg, _ = _load()
     config.apply_pushed(cfg, {"report_max_period_s": 15}, 4)
     assert cfg["report_max_period_s"] == 15 and cfg["_version"] == 4
-    config.apply_pushed(cfg, {"report_heartbeat_s": 90}, 5)
+    config.apply_pushed(cfg, {"report_max_period_s": 15, "report_heartbeat_s": 90}, 5)  # the whole set
     cfg, logged = _load()  # after a reboot
     assert cfg["report_max_period_s"] == 15 and cfg["report_heartbeat_s"] == 90
     assert cfg["_version"] == 5 and cfg["unit_id"] == "amb-01" and logged == []
@@ -102,3 +102,15 @@ def test_a_torn_settings_file_falls_back_to_the_lower_layers():
     cfg, logged = _load()
     assert cfg["unit_id"] == "amb-01" and cfg["report_heartbeat_s"] == 120 and cfg["_version"] == 0
     assert "settings.json is invalid" in logged[0]
+
+
+def test_a_setting_the_gateway_took_back_returns_to_the_units_own():
+    _write("config.json", '{"unit_id": "amb-01", "report_max_period_s": 20}')
+    cfg, _ = _load()
+    config.apply_pushed(cfg, {"report_max_period_s": 15, "report_heartbeat_s": 90}, 4)
+    config.apply_pushed(cfg, {"report_heartbeat_s": 90}, 5)  # report_max_period_s taken back
+    assert cfg["report_max_period_s"] == 20 and cfg["report_heartbeat_s"] == 90  # config.json's
+    config.apply_pushed(cfg, {}, 6)  # every pushed setting taken back
+    assert cfg["report_heartbeat_s"] == 120 and cfg["_version"] == 6  # the default
+    cfg, _ = _load()  # after a reboot
+    assert cfg["report_max_period_s"] == 20 and cfg["report_heartbeat_s"] == 120
