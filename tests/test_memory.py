@@ -12,6 +12,7 @@ from bench.memory import (
     telemetry,
 )
 from bench.unit import heap_stats, live_report_bytes, run_drive, stored
+from simulators.gateway_process import wait_until
 
 CAP = 96 * 1024
 
@@ -69,3 +70,27 @@ def test_a_heap_that_stays_full_ends_in_a_clean_reset_that_says_memory(tmp_path,
     assert device["boot"] == 1 and device["reset"] == "memory"
     assert unit.resets == 1 and any("unit: reset (memory)" in line for line in unit.lines)
     assert not [line for line in unit.lines if line.startswith(">>>")]  # never at the REPL
+
+
+def test_a_board_on_a_serial_port_resets_into_its_firmware_not_its_repl(tmp_path, broker, unit_id):
+    # the virtual board behind a pty (what mpremote and siaga provision see) runs the
+    # image's main.py; the reset main.py asks for when the heap stays full starts it
+    # again (as machine.reset() does on a board), where falling out would leave the REPL
+    import json
+
+    from provisioning import image
+    from simulators.vboard_serial import SerialBoard
+
+    flash = image.build(tmp_path / "flash")
+    cfg = {"unit_id": unit_id, "broker_port": broker.port, "mem_reset_s": 3, "telemetry_s": 1}
+    (flash / "config.json").write_text(json.dumps(cfg))
+    board = SerialBoard(unit_id, flash, tmp_path / "sim", heap="96K").start()
+    try:
+        wait_until(lambda: any(line.startswith("link up") for line in board.lines), 30, 0.2, "online")
+        board.fill_heap(0)
+        wait_until(lambda: board.boots == 2, 60, 0.2, "the firmware started again")
+        wait_until(lambda: f"unit {unit_id} boot 1" in board.lines, 30, 0.2, "the next boot")
+        assert board.mode == "app" and board.resets == 1
+        assert "unit: reset (memory)" in board.lines
+    finally:
+        board.stop()
