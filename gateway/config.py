@@ -145,7 +145,7 @@ SETTINGS = (
 
 
 def add_flags(parser):
-    parser.add_argument("--config", help="TOML file with gateway settings (keys as in the README)")
+    parser.add_argument("--config", help="TOML file with gateway settings (keys as in docs/configuration.md)")
     for s in SETTINGS:
         if s.flag:
             parser.add_argument(s.flag, dest=s.name, default=None, help=f"{s.help} [env {s.env}]")

@@ -27,7 +27,7 @@ MAX_RANGES = 16  # per unit (a live unit has one, plus one per message lost for 
 
 @dataclass(frozen=True)
 class Trust:
-    """How far a unit's identities and clock may move (gateway settings, README)."""
+    """How far a unit's identities and clock may move (gateway settings, docs/configuration.md)."""
 
     max_clock_ahead: float = 180.0  # s a fix or press may be ahead of the gateway's clock
     max_boot_step: int = 1000  # boots a unit may have made unseen between two messages

@@ -39,7 +39,7 @@ class Mosquitto:
     Secure: one TLS listener (`tls_port`, also `port`) with a certificate from the
     project CA (`ca_dir`, default <data>/ca), logins and topics checked by the dynamic
     security plugin, no anonymous clients; `admin` and `gateway` passwords in the data
-    folder (admin.password, gateway.password, 0600). See README "Broker security"."""
+    folder (admin.password, gateway.password, 0600). See docs/security.md "Broker security"."""
 
     def __init__(self, data_dir, port=None, bind="127.0.0.1", secure=False, ca_dir=None, names=()):
         self.data_dir = Path(data_dir).resolve()

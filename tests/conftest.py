@@ -34,7 +34,7 @@ def broker(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def secure_broker(tmp_path_factory):
-    """A Mosquitto as in production (README "Broker security"): TLS only, from a project
+    """A Mosquitto as in production (docs/security.md "Broker security"): TLS only, from a project
     CA; logins and topics checked by the dynamic security plugin; no anonymous clients.
     `.admin()` manages units' credentials; GatewayProcess(..., extra=m.gateway_flags())
     logs a gateway in."""

@@ -44,11 +44,29 @@ def siaga(*args, env=None):
 
 
 @pytest.mark.parametrize("command", list(commands()))
-def test_every_command_has_help_and_is_in_the_readme(command):
+def test_every_command_has_help_and_is_in_the_docs(command):
     run = siaga(*command.split(), "--help")
     assert run.returncode == 0 and "usage: siaga" in run.stdout
-    readme = (REPO / "README.md").read_text()
-    assert f"siaga {command}" in readme, f"README.md does not mention `siaga {command}`"
+    page = (REPO / "docs" / "cli.md").read_text()
+    assert f"siaga {command}" in page, f"docs/cli.md does not mention `siaga {command}`"
+
+
+def test_the_configuration_page_says_every_setting():
+    """docs/configuration.md against the settings table (gateway/config.py): each
+    setting's name, default, environment variable and flag."""
+    from gateway.config import SETTINGS
+
+    page = (REPO / "docs" / "configuration.md").read_text()
+    rows = {line.split("|")[1]: line for line in page.splitlines() if line.startswith("| `")}
+    for s in SETTINGS:
+        row = next((r for cell, r in rows.items() if f"`{s.name}`" in cell), None)
+        assert row is not None, f"docs/configuration.md has no row for `{s.name}`"
+        assert f"`{s.env}`" in row, f"{s.name}: {s.env} not in its row"
+        if s.flag:
+            assert f"`{s.flag}`" in row, f"{s.name}: {s.flag} not in its row"
+        if s.default != "":
+            shown = f"{s.default:g}" if isinstance(s.default, float) else str(s.default)
+            assert f"`{shown}`" in row, f"{s.name}: its default {shown} is not in its row"
 
 
 def test_units_table(gateway, unit_id):

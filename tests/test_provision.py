@@ -331,7 +331,7 @@ def test_the_self_test_checks_the_modem_when_the_board_has_one(provision, boards
 
     modem = ModemSimulator(model="SIM7600", csq=20, operator="Telkomsel").start()
     try:
-        # the modem driver's bytecode and TLS both take heap in the unix port (README)
+        # the modem driver's bytecode and TLS both take heap in the unix port (docs/operations.md)
         board = boards(modem=modem, heap="192K", supply_v=27.6)  # a 24 V fire truck, charging
         rc, out, err = flow(provision, unit_id, board)
     finally:

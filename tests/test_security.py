@@ -1,6 +1,6 @@
 """The broker admits only provisioned units, each to its own topics, over TLS: on a real
 Mosquitto with the dynamic security plugin (the `secure_broker` fixture), real paho
-clients, the firmware in MicroPython and the gateway process. README "Broker security".
+clients, the firmware in MicroPython and the gateway process. docs/security.md "Broker security".
 
 That the gateway itself refuses a message whose payload names another unit than its
 topic is tested in tests/test_store.py (`unit_mismatch`); here the broker drops it first.
