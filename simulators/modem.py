@@ -22,7 +22,7 @@ import threading
 import time
 from functools import partial
 
-from .vunit import _pty
+from .ptys import raw_pty
 
 MODELS = {
     "SIM7600": {
@@ -167,7 +167,7 @@ class ModemSimulator:
 
     # life cycle
     def start(self):
-        self.master, self._slave, self.path = _pty()
+        self.master, self._slave, self.path = raw_pty()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"modem-{self.model}")
         self._thread.start()
         return self

@@ -24,7 +24,8 @@ import threading
 import time
 from pathlib import Path
 
-from .vunit import RESET_EXIT, VirtualUnit, _die_with_parent, _pty, micropython_bin
+from .ptys import raw_pty
+from .vunit import RESET_EXIT, VirtualUnit, micropython_bin, power_cut_with_parent
 
 CTRL_C = b"\x03"
 PROMPT = b">>> "
@@ -52,7 +53,7 @@ class SerialBoard(VirtualUnit):
     def start(self):
         self.flash.mkdir(parents=True, exist_ok=True)  # with a littlefs: the process's cwd only
         self.sim_dir.mkdir(parents=True, exist_ok=True)
-        self.serial_fd, self._serial_slave, self.port = _pty()
+        self.serial_fd, self._serial_slave, self.port = raw_pty()
         self._open_hardware()
         self._spawn("power_on")
         for target in (
@@ -147,7 +148,7 @@ if os.getenv("SIAGA_RUN") == "main.py":
                     self._start_process(args, reset_cause)
 
     def _start_process(self, args, reset_cause):
-        master, slave, _ = _pty()
+        master, slave, _ = raw_pty()
         env = dict(
             os.environ,
             MICROPYPATH=".frozen",
@@ -164,7 +165,7 @@ if os.getenv("SIAGA_RUN") == "main.py":
             stdin=slave,
             stdout=slave,
             stderr=slave,
-            preexec_fn=_die_with_parent,
+            preexec_fn=power_cut_with_parent,
             start_new_session=True,
         )
         os.close(slave)

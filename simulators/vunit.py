@@ -11,33 +11,30 @@ Killing the process with SIGKILL is a power cut (the firmware dies with it); sta
 again is a reboot.
 """
 
-import ctypes
 import json
 import logging
 import os
-import pty
 import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import termios
 import threading
 import time
-import tty
 from pathlib import Path
 
 from provisioning import image
+from provisioning.processes import die_with_parent
 
 from .nmea import Receiver
+from .ptys import raw_pty
 from .route import Mover
 
 log = logging.getLogger("siaga.sim")
 
 REPO = Path(__file__).resolve().parent.parent
 HEAP = "128K"
-PR_SET_PDEATHSIG = 1
 # The firmware's exit code for machine.reset(), which the unix port lacks (firmware/main.py):
 # the virtual board starts it again, as a board restarts after a reset (cause: a hard
 # reset, which the firmware reports as "crash" unless it noted why on its flash).
@@ -63,20 +60,9 @@ def run_micropython(args, cwd, heap=HEAP, path=(), env=None, stdin=None, timeout
     )
 
 
-def _die_with_parent():
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _pty():
-    """A raw pty whose reads return what is there (VMIN=0, VTIME=0), like a UART
-    read with timeout 0 on the board: an asyncio reader never blocks the unit."""
-    master, slave = pty.openpty()
-    tty.setraw(slave)
-    attrs = termios.tcgetattr(slave)
-    attrs[6][termios.VMIN] = 0
-    attrs[6][termios.VTIME] = 0
-    termios.tcsetattr(slave, termios.TCSANOW, attrs)
-    return master, slave, os.ttyname(slave)
+def power_cut_with_parent():
+    """In a board's process: SIGKILL (a power cut) when whatever started it dies."""
+    die_with_parent(signal.SIGKILL)
 
 
 class VirtualUnit:
@@ -163,8 +149,8 @@ class VirtualUnit:
         """The GNSS receiver's and the panel's ptys, and what the virtual board is told of
         its hardware (SIAGA_VBOARD: firmware/boards/virtual.py)."""
         # The slave ends stay open here too: a pty whose slave is closed reads EIO.
-        self.gnss_fd, self._gnss_slave, gnss_path = _pty()
-        self.panel_fd, self._panel_slave, panel_path = _pty()
+        self.gnss_fd, self._gnss_slave, gnss_path = raw_pty()
+        self.panel_fd, self._panel_slave, panel_path = raw_pty()
         self._vboard = f"gnss={gnss_path},panel={panel_path}"
         if self.flash_blocks:  # the journal on a littlefs of its own
             self._vboard += f",flash={self.flash / 'data.lfs'}:{self.flash_blocks}"
@@ -187,7 +173,7 @@ class VirtualUnit:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=power_cut_with_parent,
         )
         threading.Thread(
             target=self._read_console, args=(self.proc,), daemon=True, name=f"{self.unit_id}-console"
