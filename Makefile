@@ -5,18 +5,18 @@ STAMP   := $(VENV)/.installed
 PYTHON  ?= python3
 SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: demo test lint bench chaos venv mosquitto chromium clean
+.PHONY: demo test lint bench chaos venv mosquitto chromium tilemaker clean
 
-demo: venv mosquitto
+demo: venv mosquitto tilemaker
 	exec $(BIN)/siaga demo
 
-test: venv mosquitto chromium
+test: venv mosquitto chromium tilemaker
 	$(BIN)/pytest
 
 chaos: venv mosquitto
 	$(BIN)/python -m simulators.chaos --presses 200 --outage 20,120
 
-bench: venv mosquitto chromium
+bench: venv mosquitto chromium tilemaker
 	$(BIN)/python -m bench
 
 lint: venv
@@ -38,7 +38,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	@touch $@
 
-# The dispatcher's map's browser libraries (Leaflet), pinned in package-lock.json;
+# The dispatcher's map's browser libraries (Leaflet, protomaps-leaflet), pinned in package-lock.json;
 # the gateway serves them from node_modules, nothing comes from a CDN.
 node_modules/.package-lock.json: package.json package-lock.json
 	@command -v npm >/dev/null 2>&1 || { \
@@ -52,6 +52,12 @@ chromium:
 	@test -x /usr/bin/chromium || { \
 		echo "Chromium is missing; installing it from Debian's packages (apt-get install chromium)"; \
 		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+# tilemaker, which cuts an OSM extract into the basemap's vector tiles (siaga map import).
+tilemaker:
+	@command -v tilemaker >/dev/null 2>&1 || { \
+		echo "tilemaker is missing; installing it from Debian's packages (apt-get install tilemaker)"; \
+		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q tilemaker; }
 
 # Mosquitto, the broker, from Debian's packages when it is missing.
 mosquitto:
