@@ -258,6 +258,33 @@ def add_ca_commands(sub):
     init.set_defaults(func=cmd_ca_init)
 
 
+def cmd_map_import(args):
+    from .mapimport import import_map
+
+    meta = import_map(
+        args.pbf, config.data_dir(args.data), progress=not args.quiet, basemap=not args.no_basemap
+    )
+    graph, where = meta["graph"], config.data_dir(args.data) / "map"
+    demo = " (a demo map)" if meta["demo"] else ""
+    print(f"{meta['source']}{demo}: {graph['nodes']} road nodes, {graph['edges']} edges -> {where}")
+    if meta["basemap"] is None and not args.no_basemap:
+        print("no basemap: tilemaker is not installed (make tilemaker); drive times work without it")
+
+
+def add_map_commands(sub):
+    """`siaga map import REGION.osm.pbf`."""
+    m = sub.add_parser("map", help="the centre's street map: road graph for drive times, offline basemap")
+    msub = m.add_subparsers(dest="map_command", required=True, metavar="ACTION")
+    imp = msub.add_parser(
+        "import", help="import an OSM extract (.osm.pbf) into the data folder, replacing the map there"
+    )
+    imp.add_argument("pbf", type=Path, metavar="REGION.osm.pbf")
+    imp.add_argument("--data", help="the gateway's data folder [default $SIAGA_DATA_DIR, or var]")
+    imp.add_argument("--no-basemap", action="store_true", help="only the road graph, no tiles")
+    imp.add_argument("--quiet", action="store_true", help="no progress bars")
+    imp.set_defaults(func=cmd_map_import)
+
+
 def add_unit_commands(usub, virtual_panel=None):
     """`siaga unit ACTION UNIT_ID`: a unit's identity and its broker credentials."""
     m = usub.add_parser(

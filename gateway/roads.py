@@ -1,0 +1,338 @@
+"""The road graph: drive times from every unit to an incident in one search.
+
+    GraphBuilder   ways (node locations, tags) in -> Graph (roadspeeds.py says how fast)
+    Graph          nodes (lat/lon, int 1e-7 degrees) and the REVERSED graph in CSR form:
+                   row v lists the edges u -> v that end at v, with travel time and length,
+                   so one Dijkstra from the incident's node over it settles every unit's
+                   drive time *to* the incident
+    Graph.write    one file: header (magic, version, counts), the arrays, a CRC-32;
+                   written to a temporary file and renamed over the old one
+    read_graph     the same file back, every size, index and number checked: a damaged or
+                   foreign file is a RoadGraphError with the reason, never a crash
+    RoadMap        the gateway's current graph: loaded at start, reloaded when the file
+                   changes (`siaga map import` swaps it in)
+
+A position is snapped to the nearest graph node within SNAP_M (a grid index); the way
+from the position to that node counts at ACCESS_KMH. Beyond SNAP_M a unit is unreachable
+by road and an incident falls back to straight-line distance.
+"""
+
+import heapq
+import math
+import os
+import struct
+import sys
+import threading
+import time
+import zlib
+from array import array
+
+from . import roadspeeds
+from .errors import SiagaError
+
+MAGIC = b"SIAGARG\x00"
+VERSION = 1
+HEADER = struct.Struct("<8sIII")  # magic, version, nodes, edges
+MAX_NODES = 50_000_000
+SNAP_M = 500.0  # a position further than this from every road node is off the roads
+ACCESS_KMH = 15.0  # from a position to its road node (yards, car parks, a dirt track)
+MAX_SECONDS = 6 * 3600.0  # the search stops past this drive time: beyond it, unreachable
+CELL_E7 = 20_000  # grid index cells of 0.002 degrees (about 220 m)
+E7 = 1e7
+
+
+class RoadGraphError(SiagaError):
+    code = "road_graph"
+
+
+def distance_m(a_lat, a_lon, b_lat, b_lon):
+    """Great-circle distance, metres (the same formula as availability.distance_m)."""
+    la1, lo1, la2, lo2 = map(math.radians, (a_lat, a_lon, b_lat, b_lon))
+    h = math.sin((la2 - la1) / 2) ** 2 + math.cos(la1) * math.cos(la2) * math.sin((lo2 - lo1) / 2) ** 2
+    return 2 * 6_371_000 * math.asin(math.sqrt(h))
+
+
+class GraphBuilder:
+    """Drivable ways in, a Graph out. Nodes are the OSM nodes the ways use."""
+
+    def __init__(self, speeds=None):
+        self.speeds = speeds or roadspeeds.Speeds()
+        self.index = {}  # OSM node id -> graph node
+        self.lat, self.lon = array("i"), array("i")
+        self.tail, self.head = array("i"), array("i")
+        self.seconds, self.metres = array("f"), array("f")
+        self.ways = 0
+
+    def _node(self, ref, lat_e7, lon_e7):
+        i = self.index.get(ref)
+        if i is None:
+            i = self.index[ref] = len(self.lat)
+            self.lat.append(lat_e7)
+            self.lon.append(lon_e7)
+        return i
+
+    def add_way(self, nodes, tags, urban=True):
+        """`nodes`: (OSM id, lat e7, lon e7) in the way's order. Ways that are not
+        drivable are skipped; returns whether this one was taken."""
+        if not roadspeeds.drivable(tags) or len(nodes) < 2:
+            return False
+        mps = self.speeds.kmh(tags, urban) / 3.6
+        direction = roadspeeds.oneway(tags)
+        ids = [self._node(*n) for n in nodes]
+        for a, b in zip(ids, ids[1:], strict=False):
+            if a == b:
+                continue
+            m = distance_m(self.lat[a] / E7, self.lon[a] / E7, self.lat[b] / E7, self.lon[b] / E7)
+            if direction >= 0:
+                self._edge(a, b, m, mps)
+            if direction <= 0:
+                self._edge(b, a, m, mps)
+        self.ways += 1
+        return True
+
+    def _edge(self, a, b, m, mps):
+        self.tail.append(a)
+        self.head.append(b)
+        self.metres.append(m)
+        self.seconds.append(max(m, 0.01) / mps)
+
+    def build(self):
+        """The reversed graph in CSR form: edges grouped by their head (counting sort)."""
+        n, m = len(self.lat), len(self.head)
+        offsets = array("I", bytes(4 * (n + 1)))
+        for h in self.head:
+            offsets[h + 1] += 1
+        for i in range(n):
+            offsets[i + 1] += offsets[i]
+        fill = array("I", offsets[:n])
+        order = array("I", bytes(4 * m))
+        for k, h in enumerate(self.head):
+            order[fill[h]] = k
+            fill[h] += 1
+        tails = array("i", (self.tail[k] for k in order))
+        seconds = array("f", (self.seconds[k] for k in order))
+        metres = array("f", (self.metres[k] for k in order))
+        return Graph(self.lat, self.lon, offsets, tails, seconds, metres)
+
+
+class Graph:
+    """Nodes and the reversed CSR adjacency. `tails[offsets[v]:offsets[v+1]]` are the
+    nodes with an edge to v, `seconds` and `metres` that edge's travel time and length."""
+
+    def __init__(self, lat, lon, offsets, tails, seconds, metres):
+        self.lat, self.lon = lat, lon
+        self.offsets, self.tails, self.seconds, self.metres = offsets, tails, seconds, metres
+        self._grid = None
+
+    @property
+    def nodes(self):
+        return len(self.lat)
+
+    @property
+    def edges(self):
+        return len(self.tails)
+
+    def bounds(self):
+        """(south, west, north, east) in degrees, or None for an empty graph."""
+        if not self.nodes:
+            return None
+        return (min(self.lat) / E7, min(self.lon) / E7, max(self.lat) / E7, max(self.lon) / E7)
+
+    # the file
+    def to_bytes(self):
+        parts = [HEADER.pack(MAGIC, VERSION, self.nodes, self.edges)]
+        for arr in (self.lat, self.lon, self.offsets, self.tails, self.seconds, self.metres):
+            if sys.byteorder != "little":
+                arr = array(arr.typecode, arr)
+                arr.byteswap()
+            parts.append(arr.tobytes())
+        body = b"".join(parts)
+        return body + struct.pack("<I", zlib.crc32(body))
+
+    def write(self, path):
+        """Atomically: a temporary file beside `path`, flushed to disk, renamed over it."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(self.to_bytes())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    # snapping a position to the road
+    def _index(self):
+        if self._grid is None:
+            grid = {}
+            for i, (la, lo) in enumerate(zip(self.lat, self.lon, strict=True)):
+                grid.setdefault((la // CELL_E7, lo // CELL_E7), []).append(i)
+            self._grid = grid
+        return self._grid
+
+    def snap(self, lat, lon, max_m=SNAP_M):
+        """(nearest node, metres to it), or None when no node is within max_m."""
+        grid = self._index()
+        cy, cx = int(lat * E7) // CELL_E7, int(lon * E7) // CELL_E7
+        cell_m = CELL_E7 / E7 * 111_320 * max(0.2, math.cos(math.radians(lat)))
+        reach = int(max_m / cell_m) + 1
+        best, best_m = None, max_m
+        for dy in range(-reach, reach + 1):
+            for dx in range(-reach, reach + 1):
+                for i in grid.get((cy + dy, cx + dx), ()):
+                    m = distance_m(lat, lon, self.lat[i] / E7, self.lon[i] / E7)
+                    if m <= best_m:
+                        best, best_m = i, m
+        return None if best is None else (best, best_m)
+
+    # the search
+    def search(self, start, targets, max_seconds=MAX_SECONDS):
+        """Dijkstra from `start` over the reversed graph, stopping once every node of
+        `targets` is settled (or past max_seconds). {node: (seconds, metres)} of the
+        targets reached, and the next hop of each settled node toward `start`."""
+        offsets, tails, seconds, metres = self.offsets, self.tails, self.seconds, self.metres
+        best = {start: (0.0, 0.0)}
+        toward = {}
+        heap = [(0.0, start)]
+        remaining, reached = set(targets), {}
+        while heap and remaining:
+            t, v = heapq.heappop(heap)
+            if t > best[v][0]:
+                continue
+            if t > max_seconds:
+                break
+            if v in remaining:
+                remaining.discard(v)
+                reached[v] = best[v]
+            m = best[v][1]
+            for k in range(offsets[v], offsets[v + 1]):
+                u, tu = tails[k], t + seconds[k]
+                old = best.get(u)
+                if old is None or tu < old[0]:
+                    best[u] = (tu, m + metres[k])
+                    toward[u] = v
+                    heapq.heappush(heap, (tu, u))
+        return reached, toward
+
+    def path(self, node, toward):
+        """[[lat, lon], ...] from `node` to the search's start."""
+        out = [[self.lat[node] / E7, self.lon[node] / E7]]
+        while node in toward:
+            node = toward[node]
+            out.append([self.lat[node] / E7, self.lon[node] / E7])
+        return out
+
+
+def drive_times(graph, incident, units, routes=(), max_snap_m=SNAP_M):
+    """Drive from each unit to the incident. `incident`: (lat, lon); `units`: {id: (lat,
+    lon)}; `routes`: the ids whose route geometry to return. None when the incident is
+    off the roads (farther than max_snap_m from every node); else {id: None (off the
+    roads, or unreachable) or {"seconds", "road_m"[, "route": [[lat, lon], ...]]}}."""
+    snapped = graph.snap(*incident, max_snap_m)
+    if snapped is None:
+        return None
+    goal, goal_m = snapped
+    starts = {uid: graph.snap(*pos, max_snap_m) for uid, pos in units.items()}
+    reached, toward = graph.search(goal, {s[0] for s in starts.values() if s})
+    access = ACCESS_KMH / 3.6
+    out = {}
+    for uid, start in starts.items():
+        if start is None or start[0] not in reached:
+            out[uid] = None
+            continue
+        node, unit_m = start
+        t, m = reached[node]
+        out[uid] = {"seconds": t + (unit_m + goal_m) / access, "road_m": m + unit_m + goal_m}
+        if uid in routes:
+            out[uid]["route"] = [list(units[uid]), *graph.path(node, toward), list(incident)]
+    return out
+
+
+def read_graph(path):
+    """The graph in the file at `path`, checked; RoadGraphError with the reason if not."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise RoadGraphError(f"road graph {path}: {e.strerror}") from None
+    try:
+        return graph_from_bytes(data)
+    except RoadGraphError as e:
+        raise RoadGraphError(
+            f"road graph {path}: {e.message}; import the map again (siaga map import)"
+        ) from None
+
+
+def graph_from_bytes(data):
+    if len(data) < HEADER.size + 4 or data[:8] != MAGIC:
+        raise RoadGraphError("not a Siaga road graph")
+    _, version, n, m = HEADER.unpack_from(data)
+    if version != VERSION:
+        raise RoadGraphError(f"format version {version}, this gateway reads version {VERSION}")
+    if n > MAX_NODES or m > 8 * MAX_NODES:
+        raise RoadGraphError(f"{n} nodes and {m} edges is more than this gateway takes")
+    if len(data) != HEADER.size + 4 * (3 * n + 1 + 3 * m) + 4:
+        raise RoadGraphError("truncated or padded (its size does not match its counts)")
+    (crc,) = struct.unpack_from("<I", data, len(data) - 4)
+    if zlib.crc32(memoryview(data)[:-4]) != crc:
+        raise RoadGraphError("damaged (checksum does not match)")
+    arrays, at = [], HEADER.size
+    for code, count in (("i", n), ("i", n), ("I", n + 1), ("i", m), ("f", m), ("f", m)):
+        arr = array(code, data[at : at + 4 * count])
+        if sys.byteorder != "little":
+            arr.byteswap()
+        arrays.append(arr)
+        at += 4 * count
+    graph = Graph(*arrays)
+    _check(graph)
+    return graph
+
+
+def _check(g):
+    """What a checksum cannot vouch for: a file made by something else with a good CRC."""
+    n, m = g.nodes, g.edges
+    if n and not (-90 * E7 <= min(g.lat) and max(g.lat) <= 90 * E7):
+        raise RoadGraphError("a node's latitude is out of range")
+    if n and not (-180 * E7 <= min(g.lon) and max(g.lon) <= 180 * E7):
+        raise RoadGraphError("a node's longitude is out of range")
+    off = g.offsets
+    if off[0] != 0 or off[n] != m or any(a > b for a, b in zip(off, off[1:], strict=False)):
+        raise RoadGraphError("edge offsets out of order")
+    if m and (min(g.tails) < 0 or max(g.tails) >= n):
+        raise RoadGraphError("an edge leads to a node that does not exist")
+    for name, values in (("travel time", g.seconds), ("length", g.metres)):
+        if m and not (min(values) >= 0 and math.isfinite(math.fsum(values))):
+            raise RoadGraphError(f"an edge's {name} is negative or not a number")
+
+
+class RoadMap:
+    """The gateway's road graph at `path`: read at first use and again whenever the file
+    changes (checked at most every `check_every` seconds). `current()` is (graph, None),
+    or (None, why): no map imported, or the file is unreadable (the reason)."""
+
+    def __init__(self, path, check_every=2.0, clock=time.monotonic):
+        self.path, self.check_every, self.clock = path, check_every, clock
+        self._lock = threading.Lock()
+        self._graph, self._why, self._stamp, self._checked = None, "no road map imported", None, None
+
+    def current(self):
+        with self._lock:
+            now = self.clock()
+            if self._checked is None or now - self._checked >= self.check_every:
+                self._checked = now
+                self._refresh()
+            return self._graph, self._why
+
+    def _refresh(self):
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            self._graph, self._why, self._stamp = None, "no road map imported", None
+            return
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self._graph, self._why = read_graph(self.path), None
+        except RoadGraphError as e:
+            self._graph, self._why = None, e.message
