@@ -129,17 +129,18 @@ SETTINGS = (
     ),
     Setting(
         "tiles_url",
-        "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+        "",
         "SIAGA_TILES_URL",
         "--tiles-url",
-        "XYZ tile source of the dispatcher's map: an online source or the centre's own tile server",
+        "an online XYZ tile source for the dispatcher's map, besides the offline basemap"
+        " (siaga map import) or instead of it; none by default",
     ),
     Setting(
         "tiles_attribution",
         "&copy; OpenStreetMap contributors",
         "SIAGA_TILES_ATTRIBUTION",
         "--tiles-attribution",
-        "attribution the tile source requires, shown on the map",
+        "attribution the online tile source requires, shown on the map while it is",
     ),
 )
 

@@ -12,6 +12,7 @@
         │   └── CsrfRefused      a session's change without its CSRF token
         ├── NotFound       404: no such unit (or other resource)
         ├── Conflict       409: the unit's state forbids it (decommissioned), or it exists
+        ├── RangeNotSatisfiable 416: a Range header the file cannot serve (the basemap)
         ├── Throttled      429: too many logins tried, or too many being checked
         └── Unavailable    503: not now
             ├── StoreUnavailable  the gateway's store cannot write (disk full, I/O error)
@@ -84,6 +85,17 @@ class NotFound(ApiError):
 class Conflict(ApiError):
     status = 409
     code = "conflict"
+
+
+class RangeNotSatisfiable(ApiError):
+    """`size`: the file's length, which the answer states (Content-Range: bytes */size)."""
+
+    status = 416
+    code = "range_not_satisfiable"
+
+    def __init__(self, message, code=None, size=None):
+        super().__init__(message, code)
+        self.headers = {} if size is None else {"Content-Range": f"bytes */{size}"}
 
 
 class Unavailable(ApiError):

@@ -16,9 +16,9 @@ ROADS = {
   motorway_link = { "major", 12 }, trunk_link = { "major", 12 }, primary_link = { "major", 12 },
   secondary = { "medium", 10 }, secondary_link = { "medium", 12 },
   tertiary = { "medium", 11 }, tertiary_link = { "medium", 12 },
-  residential = { "minor", 13 }, unclassified = { "minor", 12 }, living_street = { "minor", 13 },
-  road = { "minor", 13 }, service = { "service", 14 }, track = { "path", 14 },
-  pedestrian = { "path", 14 }, footway = { "path", 15 }, path = { "path", 15 }, cycleway = { "path", 15 },
+  residential = { "minor", 12 }, unclassified = { "minor", 12 }, living_street = { "minor", 12 },
+  road = { "minor", 12 }, service = { "service", 13 }, track = { "path", 13 },
+  pedestrian = { "path", 13 }, footway = { "path", 14 }, path = { "path", 14 }, cycleway = { "path", 14 },
 }
 
 WATERWAYS = { river = 8, canal = 11, stream = 13, drain = 14, ditch = 14 }

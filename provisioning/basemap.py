@@ -62,7 +62,7 @@ def build_basemap(pbf, out, progress=None):
     exe = tilemaker()
     bbox = _bbox(pbf)
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = progress or (lambda fraction, stage: None)
+    report = _onward(progress or (lambda fraction, stage: None))
     with tempfile.TemporaryDirectory(prefix=".basemap-", dir=out.parent) as work:
         mbtiles = Path(work) / "basemap.mbtiles"
         _tilemaker(exe, pbf, mbtiles, bbox, work, report)
@@ -72,6 +72,18 @@ def build_basemap(pbf, out, progress=None):
         os.replace(part, out)  # same folder: atomic
     report(1.0, "convert")
     return dict(describe(out), tiles=tiles)
+
+
+def _onward(progress):
+    """`progress` that never goes back (tilemaker counts each zoom's tiles anew)."""
+    done = 0.0
+
+    def report(fraction, stage):
+        nonlocal done
+        done = max(done, round(fraction, 4))
+        progress(done, stage)
+
+    return report
 
 
 def describe(path):

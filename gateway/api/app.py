@@ -18,7 +18,7 @@ from starlette.routing import Match
 from .. import __version__, auth, protocol, store, unit_settings
 from ..errors import ApiError, BadRequest, NotFound
 from ..pipeline import Action
-from . import dispatch, logins, page, reports
+from . import basemap, dispatch, logins, page, reports
 from .limits import BodyLimit
 from .openapi import document_errors
 from .params import UNIT_ID, Availability, Strict, UnitKind, known_query, settings_model
@@ -102,7 +102,9 @@ def error_body(status, code, message):
 def _install_errors(app):
     @app.exception_handler(ApiError)
     async def api_error(request, exc):
-        return error_body(exc.status, exc.code, exc.message)
+        reply = error_body(exc.status, exc.code, exc.message)
+        reply.headers.update(getattr(exc, "headers", None) or {})
+        return reply
 
     @app.exception_handler(RequestValidationError)
     async def bad_params(request, exc):
@@ -146,6 +148,7 @@ def create_app(gw):
     app.include_router(logins.router(guard))
     app.include_router(dispatch.router(gw, registered, unit_json, user_of))
     app.include_router(reports.router(gw, registered, reader))
+    app.include_router(basemap.router(gw))
 
     @app.get("/api/v1/health", responses={503: {"description": "degraded: `problems` says why"}})
     def health():

@@ -28,6 +28,7 @@ ROUTES = {
     ("GET", "/"): PUBLIC,  # the dispatcher's page; it asks for a login itself
     ("GET", "/api/v1/health"): PUBLIC,
     ("GET", "/api/v1/map-config"): "view",  # the map's tile source and status labels
+    ("GET", "/api/v1/map/basemap.pmtiles"): "view",  # the offline basemap (api/basemap.py)
     ("POST", "/api/v1/login"): PUBLIC,
     ("POST", "/api/v1/logout"): SIGNED_IN,
     ("GET", "/api/v1/me"): SIGNED_IN,

@@ -1,6 +1,7 @@
-"""The dispatcher's map page: static files from gateway/web/ at `/`, Leaflet from the
-repository's node_modules (installed by `make venv` from package-lock.json) at
-/vendor/leaflet/, and the map's settings at /api/v1/map-config. No CDN."""
+"""The dispatcher's map page: static files from gateway/web/ at `/`, Leaflet and
+protomaps-leaflet from the repository's node_modules (installed by `make venv` from
+package-lock.json) at /vendor/leaflet/ and /vendor/protomaps-leaflet/, and the map's
+settings at /api/v1/map-config. No CDN."""
 
 from pathlib import Path
 
@@ -9,15 +10,44 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from .. import centre
+from . import basemap
 
 GATEWAY = Path(__file__).resolve().parent.parent
 WEB = GATEWAY / "web"
-LEAFLET = GATEWAY.parent / "node_modules" / "leaflet" / "dist"
+NODE_MODULES = GATEWAY.parent / "node_modules"
+LEAFLET = NODE_MODULES / "leaflet" / "dist"
+PROTOMAPS = NODE_MODULES / "protomaps-leaflet" / "dist"
 
-MISSING = """<!doctype html><meta charset="utf-8"><title>Siaga: Leaflet missing</title>
-<h1>Leaflet is missing</h1>
+
+def _vendor():
+    """Served at /vendor/NAME/: each library's folder, and the file that says it is there."""
+    return {"leaflet": (LEAFLET, "leaflet.js"), "protomaps-leaflet": (PROTOMAPS, "protomaps-leaflet.js")}
+
+
+MISSING = """<!doctype html><meta charset="utf-8"><title>Siaga: {name} missing</title>
+<h1>{name} is missing</h1>
 <p>The map's library is not installed in <code>{path}</code>: run <code>make venv</code>
 (it runs <code>npm ci --omit=dev</code>) in the repository, then reload.</p>"""
+
+
+def _missing():
+    """The first browser library that is not installed, as the page that says so."""
+    for name, (folder, marker) in _vendor().items():
+        if not (folder / marker).exists():
+            return HTMLResponse(MISSING.format(name=name, path=folder), status_code=503)
+    return None
+
+
+def _vendored(name, path):
+    folder = _vendor()[name][0]
+    try:
+        file = (folder / path).resolve()
+        found = folder.resolve() in file.parents and file.is_file()
+    except (ValueError, OSError):  # a NUL byte, a name too long: no such file
+        found = False
+    if not found:
+        return HTMLResponse("not found", status_code=404)
+    return FileResponse(file)
 
 
 def _statuses(scheme):
@@ -30,23 +60,27 @@ def _statuses(scheme):
 
 
 def mount(app, gw):
-    """Serve the page, its static files and the vendored Leaflet on `app`."""
+    """Serve the page, its static files and the vendored libraries on `app`."""
     r = APIRouter()
 
     @r.get("/", include_in_schema=False)
     def index():
-        if not (LEAFLET / "leaflet.js").exists():
-            return HTMLResponse(MISSING.format(path=LEAFLET), status_code=503)
+        missing = _missing()
+        if missing:
+            return missing
         return FileResponse(WEB / "index.html", headers={"Cache-Control": "no-cache"})
 
     @r.get("/api/v1/map-config")
     def map_config():
-        """Where the map's tiles come from (a gateway setting), their attribution, the
+        """Where the map's tiles come from: `basemap`, the imported offline archive
+        (null when none is: `siaga map import`), and `tiles_url`, an online or the
+        centre's own XYZ source (a gateway setting, "" when unset), its attribution; the
         status schemes' labels by name (a unit's `status_scheme` names its own;
         `statuses` is the default scheme's, as before there were others), the kinds of
         unit and incident, and the zone times are shown in."""
         schemes = {name: _statuses(scheme) for name, scheme in gw.pipeline.schemes.items()}
         return {
+            "basemap": basemap.described(gw.settings["data"]),
             "tiles_url": gw.settings.get("tiles_url", ""),
             "tiles_attribution": gw.settings.get("tiles_attribution", ""),
             "statuses": schemes["default"],
@@ -58,16 +92,11 @@ def mount(app, gw):
 
     @r.get("/vendor/leaflet/{path:path}", include_in_schema=False)
     def leaflet(path: str):
-        if not (LEAFLET / "leaflet.js").exists():
-            return HTMLResponse(MISSING.format(path=LEAFLET), status_code=503)
-        try:
-            file = (LEAFLET / path).resolve()
-            found = LEAFLET.resolve() in file.parents and file.is_file()
-        except (ValueError, OSError):  # a NUL byte, a name too long: no such file
-            found = False
-        if not found:
-            return HTMLResponse("not found", status_code=404)
-        return FileResponse(file)
+        return _missing() or _vendored("leaflet", path)
+
+    @r.get("/vendor/protomaps-leaflet/{path:path}", include_in_schema=False)
+    def protomaps_leaflet(path: str):
+        return _missing() or _vendored("protomaps-leaflet", path)
 
     app.include_router(r)
     app.mount("/web", StaticFiles(directory=WEB), name="web")
