@@ -3,6 +3,7 @@
 login, replaced by a second import while it runs, and drawn by protomaps-leaflet in a
 real headless Chromium."""
 
+import base64
 import gzip
 import json
 import math
@@ -11,10 +12,11 @@ import shutil
 
 import httpx
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 from gateway.api.basemap import header
 from provisioning.basemap import BasemapError, build_basemap, describe
-from simulators.gateway_process import GatewayProcess
+from simulators.gateway_process import GatewayProcess, wait_until
 from simulators.geo import to_latlon
 from simulators.town import RIVER_Y, write_extract, write_town
 
@@ -190,3 +192,116 @@ def test_a_second_import_is_served_at_once_with_a_new_etag(gateway, town, grid):
     config = gateway.get("/api/v1/map-config")[1]["basemap"]
     assert config["demo"] is False and "OpenStreetMap" in config["attribution"]
     assert config["url"] == PATH and config["max_zoom"] == 15
+
+
+# ---- drawn in the browser ----------------------------------------------------------------
+
+COLOURS_JS = """async (b64) => {
+  const img = new Image();
+  img.src = "data:image/png;base64," + b64;
+  await img.decode();
+  const c = document.createElement("canvas");
+  c.width = img.width;
+  c.height = img.height;
+  const g = c.getContext("2d");
+  g.drawImage(img, 0, 0);
+  const d = g.getImageData(0, 0, c.width, c.height).data;
+  const counts = {};
+  for (let i = 0; i < d.length; i += 4) {
+    const k = [d[i], d[i + 1], d[i + 2]].join(",");
+    counts[k] = (counts[k] || 0) + 1;
+  }
+  return counts;
+}"""
+
+
+def colours(page):
+    """{(r, g, b): pixels} of the map as the screen shows it (a screenshot, counted)."""
+    shot = base64.b64encode(page.locator("#map").screenshot()).decode()
+    counts = page.evaluate(COLOURS_JS, shot)
+    return {tuple(int(v) for v in k.split(",")): n for k, n in counts.items()}
+
+
+def near(counts, colour, tolerance=4):
+    return sum(
+        n for c, n in counts.items() if all(abs(a - b) <= tolerance for a, b in zip(c, colour, strict=True))
+    )
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM)
+        yield b
+        b.close()
+
+
+def open_page(browser, gw):
+    user = {"name": "peta", "role": "viewer", "password": PASSWORD}
+    status, body = gw.request("POST", "/api/v1/users", user)
+    assert status in (201, 409), body
+    ctx = browser.new_context(viewport={"width": 1366, "height": 768})
+    page = ctx.new_page()
+    page.goto(gw.url + "/")
+    page.fill("#login-user", "peta")
+    page.fill("#login-pass", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_function("window.__siaga.ready")
+    return ctx, page
+
+
+def test_the_page_draws_the_imported_demo_town_and_says_it_is_a_demo(browser, gateway, town):
+    ctx, page = open_page(browser, gateway)
+    try:  # nothing imported, no online source: the page says so, on a plain background
+        expect(page.locator("#tiles-down")).to_be_visible()
+        assert page.evaluate("window.__siaga.basemap") == "none"
+        blank = colours(page)
+        assert near(blank, WATER) < 50  # a few of the legend's edge pixels at most
+    finally:
+        ctx.close()
+
+    install(gateway.data_dir, town[0])
+    ctx, page = open_page(browser, gateway)
+    try:
+        assert page.evaluate("window.__siaga.basemap") == "offline"
+        wait_until(lambda: near(colours(page), WATER) > 300, what="the river drawn from the archive")
+        drawn = colours(page)
+        changed = sum(abs(drawn.get(c, 0) - blank.get(c, 0)) for c in set(drawn) | set(blank)) / 2
+        assert changed > 0.5 * sum(drawn.values())  # most of the map is no longer the blank background
+        expect(page.locator("#tiles-down")).to_be_hidden()
+        expect(page.locator("#demo-map")).to_have_text("Peta demo: kota sintetis, bukan jalan sebenarnya")
+        credit = page.locator(".leaflet-control-attribution")
+        expect(credit).to_contain_text("Peta demo Siaga")
+        expect(credit).not_to_contain_text("OpenStreetMap contributors")
+        page.click("#lang")
+        expect(page.locator("#demo-map")).to_have_text("Demo map: a synthetic town, not real streets")
+        expect(credit).to_contain_text("Siaga demo map")
+    finally:
+        ctx.close()
+
+
+def test_an_online_source_is_offered_beside_the_archive_which_comes_first(browser, broker, tmp_path, town):
+    from provisioning.processes import free_port
+
+    online = f"http://127.0.0.1:{free_port()}/{{z}}/{{x}}/{{y}}.png"  # nothing listens there
+    gw = GatewayProcess(tmp_path / "gateway", broker.port, extra=["--tiles-url", online]).start()
+    install(gw.data_dir, town[0], demo=False)
+    ctx, page = open_page(browser, gw)
+    try:
+        assert page.evaluate("window.__siaga.basemap") == "offline"
+        switch = page.locator(".leaflet-control-layers-base label")
+        expect(switch).to_have_text(["Peta offline", "Peta online"])
+        credit = page.locator(".leaflet-control-attribution")
+        expect(credit).to_contain_text("OpenStreetMap contributors")  # an OSM extract, credited
+        expect(page.locator("#demo-map")).to_be_hidden()
+        wait_until(lambda: near(colours(page), WATER) > 300, what="the river drawn from the archive")
+
+        switch.nth(1).click()  # the online source, unreachable here: the page says so
+        assert page.evaluate("window.__siaga.basemap") == "online"
+        expect(page.locator("#tiles-down")).to_be_visible()
+        switch.nth(0).click()  # and back
+        expect(page.locator("#tiles-down")).to_be_hidden()
+        wait_until(lambda: near(colours(page), WATER) > 300, what="the river drawn again")
+    finally:
+        ctx.close()
+        gw.stop()

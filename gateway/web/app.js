@@ -4,6 +4,7 @@
 // emergency alarm. Plain ES modules, no build step; Leaflet is the global `L`.
 
 import { api, ApiError, can, login, logout, session, whoAmI } from "./api.js";
+import { baseLayers, showBaseLayers } from "./basemap.js";
 import { age, distance, setZone, supplyLow, volts, wib, wibWhen } from "./format.js";
 import { currentLang, setLang, statusLabel, t, translateStatic } from "./i18n.js";
 import { badge, escape, fixAge, look, LOOK, stale, unitIcon } from "./markers.js";
@@ -107,20 +108,19 @@ function initMap(config) {
   map.on("contextmenu", (e) => setIncident(e.latlng.lat, e.latlng.lng));
 }
 
-// The base map is optional: with no tile reachable the map says so and goes on, on a
-// plain background, with its scale and the units.
+// The base map is optional (basemap.js): the imported offline archive first, else or
+// besides it the online `tiles_url`; with none that shows, the map says so and goes on,
+// on a plain background, with its scale and the units.
+let relabelBaseLayers = () => {};
 function watchTiles(config) {
-  if (!config.tiles_url) return tilesDown(true);
-  let loaded = 0;
-  const layer = L.tileLayer(config.tiles_url, { attribution: config.tiles_attribution, maxZoom: 19 });
-  layer.on("tileload", () => {
-    loaded += 1;
-    tilesDown(false);
+  const layers = baseLayers(config, (up) => tilesDown(!up));
+  probe.basemap = "none";
+  if (!layers.length) return tilesDown(true);
+  for (const l of layers) l.layer.on("tileload", () => (probe.tilesLoaded = (probe.tilesLoaded || 0) + 1));
+  relabelBaseLayers = showBaseLayers(map, layers, (shown) => {
+    probe.basemap = shown.kind;
+    $("#demo-map").hidden = !shown.basemap?.demo;
   });
-  layer.on("tileerror", () => {
-    if (!loaded) tilesDown(true);
-  });
-  layer.addTo(map);
 }
 
 function tilesDown(down) {
@@ -733,6 +733,7 @@ function renderStatic() {
 function switchLanguage() {
   setLang(currentLang() === "id" ? "en" : "id");
   renderStatic();
+  relabelBaseLayers();
   fillFilterOptions();
   for (const u of units.values()) {
     drawMarker(u);
