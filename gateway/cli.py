@@ -138,9 +138,17 @@ def cmd_nearest(args):
         print("no available unit of a fitting kind has a position")
     for u in units:
         print(
-            f"{u['unit_id']:<8} {u['callsign'] or '-':<12.12} {u['kind']:<10} "
-            f"{u['distance_m'] / 1000:6.2f} km  position {u['position']['age']:.0f} s old"
+            f"{u['unit_id']:<8} {u['callsign'] or '-':<12.12} {u['kind']:<10} {_by_road(u)}"
+            f"  position {u['position']['age']:.0f} s old"
         )
+
+
+def _by_road(u):
+    """ETA and distance by road, or the straight line when the road map cannot say."""
+    straight = f"{u['distance_m'] / 1000:6.2f} km straight"
+    if u.get("eta_min") is None:
+        return f"ETA     -  {straight}"
+    return f"ETA {u['eta_min']:5.1f} min {u['road_m'] / 1000:6.2f} km by road ({straight.strip()})"
 
 
 def cmd_decode(args):
@@ -187,7 +195,9 @@ def _dispatch_commands(sub):
     ):
         p = unit_parser(name, helptext, cmd_simple_action(name))
         p.add_argument("--reason", default="")
-    n = sub.add_parser("nearest", help="the available units nearest to a point")
+    n = sub.add_parser(
+        "nearest", help="the available units nearest to a point, by drive time when a road map is imported"
+    )
     n.add_argument("--lat", type=float, required=True)
     n.add_argument("--lon", type=float, required=True)
     n.add_argument("--incident-kind", choices=tuple(INCIDENT_KINDS))

@@ -51,6 +51,7 @@ class Action:
     key: int | None = None
     reason: str = ""
     incident: dict | None = None
+    estimate: dict | None = None  # an assignment's drive time as the gateway gave it (nearest.estimate)
     action_id: int | None = None
     done: Future = field(default_factory=Future)
 

@@ -15,6 +15,10 @@ INTERVALS = {
 }
 
 
+# Estimated against actual travel: the drive time the gateway gave at assignment (by road,
+# gateway/nearest.py) and travel minus it (positive: slower than estimated).
+COMPARED = ("estimated_travel", "travel_minus_estimate")
+
 CLOCK_SKEW = 2.0  # s a unit's clock may run behind the gateway's (see availability)
 
 
@@ -37,6 +41,8 @@ def assignment_times(assignment, presses, until):
     intervals = {
         name: (max(0.0, ms[b] - ms[a]) if a in ms and b in ms else None) for name, (a, b) in INTERVALS.items()
     }
+    estimate = assignment.get("eta_s")
+    travel = intervals["travel"]
     return {
         "assignment_id": assignment["id"],
         "unit_id": assignment["unit_id"],
@@ -52,6 +58,10 @@ def assignment_times(assignment, presses, until):
         "transporting_at": ms.get(7),
         "at_destination_at": ms.get(8),
         **intervals,
+        "estimated_travel": estimate,
+        "estimate_method": assignment.get("eta_method"),
+        "estimated_road_m": assignment.get("road_m"),
+        "travel_minus_estimate": travel - estimate if travel is not None and estimate is not None else None,
     }
 
 
@@ -75,12 +85,16 @@ def _stats(values):
 
 def summary(rows, group):
     """Per unit (`group="unit"`) or per day in WIB (`group="day"`): count, median, p90
-    and max of each interval."""
+    and max of each interval, of the estimated travel and of travel minus estimate."""
     key = (lambda r: r["unit_id"]) if group == "unit" else (lambda r: local_day(r["assigned_at"]))
     groups = {}
     for r in rows:
         groups.setdefault(key(r), []).append(r)
     return [
-        {group: name, "assignments": len(items), **{i: _stats(r[i] for r in items) for i in INTERVALS}}
+        {
+            group: name,
+            "assignments": len(items),
+            **{i: _stats(r[i] for r in items) for i in (*INTERVALS, *COMPARED)},
+        }
         for name, items in sorted(groups.items())
     ]

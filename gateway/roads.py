@@ -17,6 +17,7 @@ from the position to that node counts at ACCESS_KMH. Beyond SNAP_M a unit is unr
 by road and an incident falls back to straight-line distance.
 """
 
+import bisect
 import heapq
 import math
 import os
@@ -171,56 +172,82 @@ class Graph:
         return self._grid
 
     def snap(self, lat, lon, max_m=SNAP_M):
-        """(nearest node, metres to it), or None when no node is within max_m."""
-        grid = self._index()
-        cy, cx = int(lat * E7) // CELL_E7, int(lon * E7) // CELL_E7
-        cell_m = CELL_E7 / E7 * 111_320 * max(0.2, math.cos(math.radians(lat)))
-        reach = int(max_m / cell_m) + 1
-        best, best_m = None, max_m
-        for dy in range(-reach, reach + 1):
-            for dx in range(-reach, reach + 1):
-                for i in grid.get((cy + dy, cx + dx), ()):
-                    m = distance_m(lat, lon, self.lat[i] / E7, self.lon[i] / E7)
-                    if m <= best_m:
-                        best, best_m = i, m
-        return None if best is None else (best, best_m)
+        """(nearest node, metres to it), or None when no node is within max_m. Rings of
+        grid cells outward, until a ring cannot hold anything nearer."""
+        grid, lats, lons = self._index(), self.lat, self.lon
+        y, x = lat * E7, lon * E7
+        cy, cx = int(y // CELL_E7), int(x // CELL_E7)
+        k = math.cos(math.radians(lat))  # an east-west 1e-7 degree, in north-south ones
+        m_per_e7 = 111_320 / E7
+        reach = int(max_m / (m_per_e7 * CELL_E7 * max(k, 0.2))) + 1
+        best, best_d2 = None, (max_m / m_per_e7) ** 2
+        for r in range(reach + 1):
+            if best is not None and ((r - 1) * CELL_E7 * min(k, 1.0)) ** 2 > best_d2:
+                break  # every cell of this ring is farther than what was found
+            for cell in _ring(cy, cx, r):
+                for i in grid.get(cell, ()):
+                    d2 = (lats[i] - y) ** 2 + ((lons[i] - x) * k) ** 2
+                    if d2 <= best_d2:
+                        best, best_d2 = i, d2
+        if best is None:
+            return None
+        return best, distance_m(lat, lon, lats[best] / E7, lons[best] / E7)
 
     # the search
     def search(self, start, targets, max_seconds=MAX_SECONDS):
         """Dijkstra from `start` over the reversed graph, stopping once every node of
-        `targets` is settled (or past max_seconds). {node: (seconds, metres)} of the
-        targets reached, and the next hop of each settled node toward `start`."""
-        offsets, tails, seconds, metres = self.offsets, self.tails, self.seconds, self.metres
-        best = {start: (0.0, 0.0)}
-        toward = {}
+        `targets` is settled (or past max_seconds). Returns ({target reached: seconds},
+        via): via[u] is the edge u leaves by toward `start` (-1: none)."""
+        offsets, tails, seconds = self.offsets, self.tails, self.seconds
+        dist = [math.inf] * self.nodes
+        via = array("i", [-1]) * self.nodes
+        dist[start] = 0.0
         heap = [(0.0, start)]
         remaining, reached = set(targets), {}
+        pop, push = heapq.heappop, heapq.heappush
         while heap and remaining:
-            t, v = heapq.heappop(heap)
-            if t > best[v][0]:
+            t, v = pop(heap)
+            if t > dist[v]:
                 continue
             if t > max_seconds:
                 break
             if v in remaining:
                 remaining.discard(v)
-                reached[v] = best[v]
-            m = best[v][1]
+                reached[v] = t
             for k in range(offsets[v], offsets[v + 1]):
-                u, tu = tails[k], t + seconds[k]
-                old = best.get(u)
-                if old is None or tu < old[0]:
-                    best[u] = (tu, m + metres[k])
-                    toward[u] = v
-                    heapq.heappush(heap, (tu, u))
-        return reached, toward
+                u = tails[k]
+                tu = t + seconds[k]
+                if tu < dist[u]:
+                    dist[u] = tu
+                    via[u] = k
+                    push(heap, (tu, u))
+        return reached, via
 
-    def path(self, node, toward):
-        """[[lat, lon], ...] from `node` to the search's start."""
-        out = [[self.lat[node] / E7, self.lon[node] / E7]]
-        while node in toward:
-            node = toward[node]
-            out.append([self.lat[node] / E7, self.lon[node] / E7])
-        return out
+    def walk(self, node, via):
+        """The nodes from `node` to the search's start, and the metres of that way."""
+        nodes, metres = [node], 0.0
+        while via[node] >= 0:
+            k = via[node]
+            metres += self.metres[k]
+            node = bisect.bisect_right(self.offsets, k) - 1  # the edge's head: its CSR row
+            nodes.append(node)
+        return nodes, metres
+
+    def latlon(self, node):
+        return [self.lat[node] / E7, self.lon[node] / E7]
+
+
+def _ring(cy, cx, r):
+    """The grid cells at Chebyshev distance r from (cy, cx)."""
+    if r == 0:
+        yield (cy, cx)
+        return
+    for d in range(-r, r + 1):
+        yield (cy - r, cx + d)
+        yield (cy + r, cx + d)
+    for d in range(-r + 1, r):
+        yield (cy + d, cx - r)
+        yield (cy + d, cx + r)
 
 
 def drive_times(graph, incident, units, routes=(), max_snap_m=SNAP_M):
@@ -233,7 +260,7 @@ def drive_times(graph, incident, units, routes=(), max_snap_m=SNAP_M):
         return None
     goal, goal_m = snapped
     starts = {uid: graph.snap(*pos, max_snap_m) for uid, pos in units.items()}
-    reached, toward = graph.search(goal, {s[0] for s in starts.values() if s})
+    reached, via = graph.search(goal, {s[0] for s in starts.values() if s})
     access = ACCESS_KMH / 3.6
     out = {}
     for uid, start in starts.items():
@@ -241,10 +268,10 @@ def drive_times(graph, incident, units, routes=(), max_snap_m=SNAP_M):
             out[uid] = None
             continue
         node, unit_m = start
-        t, m = reached[node]
-        out[uid] = {"seconds": t + (unit_m + goal_m) / access, "road_m": m + unit_m + goal_m}
+        nodes, m = graph.walk(node, via)
+        out[uid] = {"seconds": reached[node] + (unit_m + goal_m) / access, "road_m": m + unit_m + goal_m}
         if uid in routes:
-            out[uid]["route"] = [list(units[uid]), *graph.path(node, toward), list(incident)]
+            out[uid]["route"] = [list(units[uid]), *map(graph.latlon, nodes), list(incident)]
     return out
 
 

@@ -127,7 +127,8 @@ def _parse(path, raw):
         text = raw.decode("utf-8")
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (UnicodeDecodeError, ValueError) as e:  # tomllib's and json's errors are ValueErrors
-        raise ConfigError(f"road speeds {path}: not valid {path.suffix.lstrip('.') or 'TOML'}: {e}") from None
+        fmt = "JSON" if path.suffix == ".json" else "TOML"
+        raise ConfigError(f"road speeds {path}: not valid {fmt}: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"road speeds {path}: not a table of settings")
     return data

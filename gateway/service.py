@@ -12,6 +12,7 @@ from .config import host_port
 from .identity import Trust
 from .ingest import Ingest
 from .pipeline import Pipeline
+from .roads import RoadMap
 from .statuses import load_schemes
 from .store import Store
 from .stream import Hub
@@ -42,6 +43,9 @@ class Gateway:
             clock=clock,
             stall_after=settings["ingest_stall_after"],
         )
+        self.roads = RoadMap(Path(settings["data"]) / "map" / "roads.graph")
+        _, why = self.roads.current()  # read at start; again whenever `siaga map import` replaces it
+        log.info("road map: %s", why or "drive times by road")
         self.app = create_app(self)
 
     def _changed(self, view):

@@ -214,6 +214,15 @@ def m010_no_infinite_numbers(db):
             db[table].update(tuple(row[k] for k in pk), {column: clean(row[column])})
 
 
+@migrations()
+def m011_assignment_estimates(db):
+    """An assignment's estimated drive time and road distance when it was made, and how
+    (`road` over the imported map, `straight` when none could be given)."""
+    db["dispatcher_actions"].add_column("eta_s", float)
+    db["dispatcher_actions"].add_column("road_m", float)
+    db["dispatcher_actions"].add_column("eta_method", str)
+
+
 QUARANTINE_KEEP_BYTES = 1024  # of a refused payload: enough to see what it was
 QUARANTINE_MAX_ROWS = 100_000  # past it the oldest go (counts by reason are in /health)
 
@@ -487,6 +496,9 @@ class Store:
             "incident_kind": inc.get("kind"),
             "incident_note": inc.get("note"),
         }
+        if act.estimate:
+            row.update(eta_s=act.estimate["eta_s"], road_m=act.estimate["road_m"])
+            row["eta_method"] = act.estimate["method"]
         return self.db["dispatcher_actions"].insert(row).last_pk
 
     def purge(self, cutoff):

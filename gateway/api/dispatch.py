@@ -1,9 +1,9 @@
 """Dispatcher actions and the nearest available units (/api/v1)."""
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
-from .. import availability
+from .. import nearest as ranking
 from ..centre import local_time
 from ..errors import BadRequest, Conflict
 from ..pipeline import Action
@@ -51,7 +51,12 @@ def router(gw, registered, unit_json, user_of):
         """Assign the unit to an incident; it is `assigned` until its crew presses 3. A
         decommissioned unit cannot be assigned (409, `decommissioned`)."""
         in_service(unit_id, "assigned")
-        return run(unit_id, "assign", user, incident=body.model_dump())
+        graph, _ = gw.roads.current()
+        position = unit_json(registered(unit_id))["position"]
+        estimate = ranking.estimate(graph, (body.lat, body.lon), position)
+        return run(unit_id, "assign", user, incident=body.model_dump(), estimate=estimate) | {
+            "estimate": estimate
+        }
 
     @r.post("/units/{unit_id}/release")
     def release(body: ReasonIn | None = None, user: str = user_of(), unit_id: str = UNIT_ID):
@@ -105,14 +110,20 @@ def router(gw, registered, unit_json, user_of):
 
     @r.get("/nearest")
     def nearest(
+        response: Response,
         lat: float = Query(ge=-90, le=90),
         lon: float = Query(ge=-180, le=180),
         incident_kind: IncidentKind | None = None,
         kind: UnitKind | None = None,
         limit: int = Query(5, ge=1, le=100),
+        route: bool = Query(False, description="give each candidate its route (GeoJSON LineString)"),
     ):
-        """Available units nearest to a point, by straight-line distance, with the age
-        of the position it is measured from."""
+        """Available units nearest to a point: by drive time over the imported road map
+        (docs/roads.md), each with `eta_min` and `road_m`; by straight-line distance when
+        no map is imported or the point is off its roads. Each candidate says its
+        `method` ("road" or "straight"), and so does the header X-Nearest-Method for the
+        whole answer (X-Nearest-Why says why it is straight). `distance_m` is always the
+        straight line, with the age of the position it is measured from."""
         kinds = (kind,) if kind else INCIDENT_KINDS.get(incident_kind or "other")
         now = gw.clock()
         out = []
@@ -120,11 +131,13 @@ def router(gw, registered, unit_json, user_of):
             if row["kind"] not in kinds:
                 continue
             u = unit_json(row, now)  # a decommissioned unit is out of service: never offered
-            if u["availability"] != "available" or u["position"] is None:
-                continue
-            pos = u["position"]
-            u["distance_m"] = round(availability.distance_m(lat, lon, pos["lat"], pos["lon"]), 1)
-            out.append(u)
-        return sorted(out, key=lambda u: u["distance_m"])[:limit]
+            if u["availability"] == "available" and u["position"] is not None:
+                out.append(u)
+        graph, why = gw.roads.current()
+        method, why, ranked = ranking.rank(graph, why, (lat, lon), out, routes=route)
+        response.headers["X-Nearest-Method"] = method
+        if why:
+            response.headers["X-Nearest-Why"] = why
+        return ranked[:limit]
 
     return r
