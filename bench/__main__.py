@@ -1,11 +1,11 @@
 """Run every benchmark: `python -m bench [GROUP ...]` (groups: policy, unit, memory,
-nmea, gateway, outbox, web, roads); with groups, the other figures in var/bench.json are kept."""
+nmea, gateway, outbox, web, basemap, roads); with groups, the other figures in var/bench.json are kept."""
 
 import json
 import sys
 from pathlib import Path
 
-from . import gateway, memory, nmea_speed, outbox, policy, roads, unit, web
+from . import basemap, gateway, memory, nmea_speed, outbox, policy, roads, unit, web
 
 GROUPS = {
     "policy": policy.figures,
@@ -15,6 +15,7 @@ GROUPS = {
     "gateway": gateway.figures,
     "outbox": outbox.figures,
     "web": web.figures,
+    "basemap": basemap.figures,
     "roads": roads.figures,
 }
 OUT = Path("var") / "bench.json"
