@@ -19,6 +19,7 @@ by road and an incident falls back to straight-line distance.
 
 import bisect
 import heapq
+import logging
 import math
 import os
 import struct
@@ -30,6 +31,8 @@ from array import array
 
 from . import roadspeeds
 from .errors import SiagaError
+
+log = logging.getLogger("siaga.roads")
 
 MAGIC = b"SIAGARG\x00"
 VERSION = 1
@@ -361,5 +364,7 @@ class RoadMap:
         self._stamp = stamp
         try:
             self._graph, self._why = read_graph(self.path), None
+            log.info("road map %s: %d nodes, %d edges", self.path, self._graph.nodes, self._graph.edges)
         except RoadGraphError as e:
             self._graph, self._why = None, e.message
+            log.warning("%s: nearest units by straight line until it is imported again", e.message)

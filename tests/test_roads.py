@@ -203,6 +203,19 @@ def test_an_import_of_what_is_not_osm_is_refused_and_keeps_the_map(town, tmp_pat
     assert sorted(p.name for p in data.iterdir()) == [".map.lock", "map"]  # no half-built folder left
 
 
+def test_an_osm_file_without_roads_is_refused(tmp_path):
+    """OSM XML is read too; an extract with no drivable road has nothing to route on."""
+    xml = tmp_path / "empty.osm"
+    xml.write_text(
+        '<?xml version="1.0"?><osm version="0.6"><node id="1" lat="-2.2" lon="113.9" version="1"/>'
+        '<node id="2" lat="-2.3" lon="113.9" version="1"/>'
+        '<way id="1" version="1"><nd ref="1"/><nd ref="2"/><tag k="waterway" v="river"/></way></osm>'
+    )
+    with pytest.raises(MapImportError, match="no drivable roads"):
+        import_map(xml, tmp_path / "data", progress=False, basemap=False)
+    assert not (tmp_path / "data" / "map").exists()
+
+
 def test_a_second_import_replaces_the_map_whole(town, tmp_path):
     pbf, _, _ = town
     data = tmp_path / "data"

@@ -136,8 +136,8 @@ def router(gw, registered, unit_json, user_of):
         graph, why = gw.roads.current()
         method, why, ranked = ranking.rank(graph, why, (lat, lon), out, routes=route)
         response.headers["X-Nearest-Method"] = method
-        if why:
-            response.headers["X-Nearest-Why"] = why
+        if why:  # a header is printable ASCII: the reason may name a path of any characters
+            response.headers["X-Nearest-Why"] = "".join(c if " " <= c <= "~" else "?" for c in why)[:300]
         return ranked[:limit]
 
     return r
