@@ -306,3 +306,8 @@ def test_an_online_source_is_offered_beside_the_archive_which_comes_first(browse
     finally:
         ctx.close()
         gw.stop()
+
+
+def test_protomaps_leaflet_is_served_from_node_modules_like_leaflet(gateway):
+    reply = get(gateway, path="/vendor/protomaps-leaflet/protomaps-leaflet.js", token=False)
+    assert reply.status_code == 200 and "protomapsL" in reply.text[:200]

@@ -115,7 +115,15 @@ def test_a_chunked_body_over_the_limit_is_refused(gateway, unit_id):
 
 
 @pytest.mark.parametrize(
-    "path", ["/vendor/leaflet/%00", "/vendor/leaflet/..%2f..%2fREADME.md", "/web/%00", "/web/../x"]
+    "path",
+    [
+        "/vendor/leaflet/%00",
+        "/vendor/leaflet/..%2f..%2fREADME.md",
+        "/vendor/protomaps-leaflet/%00",
+        "/vendor/protomaps-leaflet/..%2f..%2f..%2fpackage.json",
+        "/web/%00",
+        "/web/../x",
+    ],
 )
 def test_static_files_refuse_bad_paths_with_404(gateway, path):
     r = httpx.get(gateway.url + path)  # no login: these are public
