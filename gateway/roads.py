@@ -12,8 +12,9 @@
     RoadMap        the gateway's current graph: loaded at start, reloaded when the file
                    changes (`siaga map import` swaps it in)
 
-A position is snapped to the nearest graph node within SNAP_M (a grid index); the way
-from the position to that node counts at ACCESS_KMH. Beyond SNAP_M a unit is unreachable
+A position is snapped to the nearest graph node within SNAP_M (a grid index; a road
+segment longer than MAX_EDGE_M gets nodes between, so a node is never far along the
+road); the way from the position to that node counts at ACCESS_KMH. Beyond SNAP_M a unit is unreachable
 by road and an incident falls back to straight-line distance.
 """
 
@@ -38,6 +39,7 @@ MAGIC = b"SIAGARG\x00"
 VERSION = 1
 HEADER = struct.Struct("<8sIII")  # magic, version, nodes, edges
 MAX_NODES = 50_000_000
+MAX_EDGE_M = 250.0  # longer road segments get nodes between (GraphBuilder._pieces)
 SNAP_M = 500.0  # a position further than this from every road node is off the roads
 ACCESS_KMH = 15.0  # from a position to its road node (yards, car parks, a dirt track)
 MAX_SECONDS = 6 * 3600.0  # the search stops past this drive time: beyond it, unreachable
@@ -87,12 +89,26 @@ class GraphBuilder:
             if a == b:
                 continue
             m = distance_m(self.lat[a] / E7, self.lon[a] / E7, self.lat[b] / E7, self.lon[b] / E7)
-            if direction >= 0:
-                self._edge(a, b, m, mps)
-            if direction <= 0:
-                self._edge(b, a, m, mps)
+            for p, q, part in self._pieces(a, b, m):
+                if direction >= 0:
+                    self._edge(p, q, part, mps)
+                if direction <= 0:
+                    self._edge(q, p, part, mps)
         self.ways += 1
         return True
+
+    def _pieces(self, a, b, m):
+        """A segment longer than MAX_EDGE_M in equal pieces, with nodes of its own between
+        them, so that a position on a long straight road snaps near where it is."""
+        n = math.ceil(m / MAX_EDGE_M)
+        ids = [a]
+        for i in range(1, n):
+            f = i / n
+            self.lat.append(round(self.lat[a] + (self.lat[b] - self.lat[a]) * f))
+            self.lon.append(round(self.lon[a] + (self.lon[b] - self.lon[a]) * f))
+            ids.append(len(self.lat) - 1)
+        ids.append(b)
+        return [(p, q, m / n) for p, q in zip(ids, ids[1:], strict=False)]
 
     def _edge(self, a, b, m, mps):
         self.tail.append(a)

@@ -114,6 +114,24 @@ def test_a_position_far_from_every_road_is_off_the_roads(town):
     }
 
 
+def test_a_long_straight_road_gets_nodes_between_so_a_unit_on_it_snaps_where_it_is(tmp_path):
+    """A rural road drawn as one 2 km segment: a unit at its middle is on the road, 1 km
+    from either end, not 1 km off it."""
+    (w, e), lat = (to_latlon(x, 0)[1] for x in (-1000, 1000)), to_latlon(0, 0)[0]
+    xml = tmp_path / "road.osm"
+    xml.write_text(
+        f'<?xml version="1.0"?><osm version="0.6"><node id="1" lat="{lat}" lon="{w}" version="1"/>'
+        f'<node id="2" lat="{lat}" lon="{e}" version="1"/><way id="1" version="1"><nd ref="1"/>'
+        '<nd ref="2"/><tag k="highway" v="secondary"/></way></osm>'
+    )
+    import_map(xml, tmp_path / "data", progress=False, basemap=False)
+    graph = read_graph(tmp_path / "data" / "map" / "roads.graph")
+    assert graph.nodes == 2 + 7  # 2 km in 8 pieces of 250 m
+    east_end = to_latlon(1000, 0)
+    t = drive_times(graph, east_end, {"middle": to_latlon(0, 20)})["middle"]
+    assert t["road_m"] == pytest.approx(1000 + 20, rel=0.01)
+
+
 def dist(a, b):
     (ax, ay), (bx, by) = to_xy(*a), to_xy(*b)
     return ((ax - bx) ** 2 + (ay - by) ** 2) ** 0.5
@@ -357,6 +375,9 @@ def test_nearest_over_http_by_road_once_a_map_is_imported(gateway, mqtt_client, 
     row = gateway.get(f"/api/v1/assignments?unit_id={same_bank}")[1][0]
     assert row["estimated_travel"] == body["estimate"]["eta_s"] and row["estimate_method"] == "road"
     assert row["travel_minus_estimate"] is None  # the crew has not arrived
+    summary = gateway.get("/api/v1/response-times?group=unit")[1]
+    mine = [s for s in summary if s["unit"] == same_bank][0]
+    assert mine["estimated_travel"]["count"] == 1 and mine["travel_minus_estimate"]["count"] == 0
 
 
 def test_nearest_refuses_bad_parameters(gateway):
