@@ -37,6 +37,9 @@ STAGES = {"read": (0.0, 0.3), "tiles": (0.3, 0.9), "convert": (0.9, 1.0)}
 BLOCK = re.compile(rb"Block (\d+)/(\d+)")
 TILE = re.compile(rb"writing tile (\d+) of (\d+)")
 TAIL = 4000  # bytes of tilemaker's output kept for an error message
+# An extract bigger than this (a province) keeps tilemaker's node and way store in a
+# file in the work folder (--store) rather than in memory: a gateway host is no build server.
+STORE_ABOVE = 64 * 1024 * 1024
 
 
 class BasemapError(SiagaError):
@@ -146,6 +149,8 @@ def _nodes_box(nodes):
 def _tilemaker(exe, pbf, mbtiles, bbox, work, report):
     cmd = [exe, "--input", str(pbf), "--output", str(mbtiles), "--bbox", bbox]
     cmd += ["--config", str(CONFIG), "--process", str(PROCESS), "--threads", str(os.cpu_count() or 1)]
+    if pbf.stat().st_size > STORE_ABOVE:
+        cmd += ["--store", str(Path(work) / "store")]
     proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     tail = b""
     while chunk := proc.stdout.read1(65536):

@@ -311,3 +311,32 @@ def test_an_online_source_is_offered_beside_the_archive_which_comes_first(browse
 def test_protomaps_leaflet_is_served_from_node_modules_like_leaflet(gateway):
     reply = get(gateway, path="/vendor/protomaps-leaflet/protomaps-leaflet.js", token=False)
     assert reply.status_code == 200 and "protomapsL" in reply.text[:200]
+
+
+def test_water_mapped_as_a_multipolygon_is_drawn_and_a_big_extract_is_built_on_disk(tmp_path, monkeypatch):
+    """Rivers in OSM are often multipolygon relations of several ways; and a province's
+    extract keeps tilemaker's store in a file (STORE_ABOVE, here for any size)."""
+    import osmium
+    from osmium.osm.mutable import Node, Relation, Way
+    from pmtiles.reader import MmapSource, all_tiles
+
+    from provisioning import basemap
+
+    pbf = tmp_path / "river.osm.pbf"
+    writer = osmium.SimpleWriter(str(pbf))
+    corners = [(113.90, -2.21), (113.93, -2.21), (113.93, -2.20), (113.90, -2.20)]
+    for i, lonlat in enumerate(corners, 1):
+        writer.add_node(Node(id=i, location=lonlat, version=1))
+    writer.add_way(Way(id=1, nodes=[1, 2, 3], version=1))
+    writer.add_way(Way(id=2, nodes=[3, 4, 1], version=1))
+    ring = [("w", 1, "outer"), ("w", 2, "outer")]
+    tags = {"type": "multipolygon", "natural": "water", "water": "river", "name": "Sungai Rungan"}
+    writer.add_relation(Relation(id=1, members=ring, tags=tags, version=1))
+    writer.close()
+
+    monkeypatch.setattr(basemap, "STORE_ABOVE", 0)
+    out = tmp_path / "river.pmtiles"
+    build_basemap(pbf, out)
+    with open(out, "rb") as f:
+        named = [zxy for zxy, tile in all_tiles(MmapSource(f)) if b"Sungai Rungan" in gzip.decompress(tile)]
+    assert {z for z, _, _ in named} == set(range(8, 16))  # the river at every zoom
