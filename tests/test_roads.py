@@ -4,6 +4,8 @@ written as a real .osm.pbf, read with pyosmium, the graph file on disk, the gate
 its own process over HTTP."""
 
 import json
+import math
+import random
 import struct
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from gateway.roads import (
     E7,
     HEADER,
     MAGIC,
+    GraphBuilder,
     RoadGraphError,
     RoadMap,
     drive_times,
@@ -130,6 +133,38 @@ def test_a_long_straight_road_gets_nodes_between_so_a_unit_on_it_snaps_where_it_
     east_end = to_latlon(1000, 0)
     t = drive_times(graph, east_end, {"middle": to_latlon(0, 20)})["middle"]
     assert t["road_m"] == pytest.approx(1000 + 20, rel=0.01)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_search_over_the_reversed_graph_agrees_with_bellman_ford_forward(seed):
+    """Random towns of random ways, some one-way: the time from every node to the
+    incident's node, by one search over the reversed CSR graph, is what relaxing the
+    forward edges (as the builder made them) gives."""
+    rng = random.Random(seed)
+    builder = GraphBuilder()
+    spots = [
+        (i, -22_100_000 + rng.randint(-20_000, 20_000), 1_139_150_000 + rng.randint(-20_000, 20_000))
+        for i in range(30)
+    ]
+    for _ in range(45):
+        way = rng.sample(spots, rng.randint(2, 4))
+        tags = {
+            "highway": rng.choice(["primary", "residential", "service"]),
+            "oneway": rng.choice(["no", "yes", "-1"]),
+        }
+        builder.add_way(way, tags)
+    forward = list(zip(builder.tail, builder.head, builder.seconds, strict=True))
+    graph = builder.build()
+    goal = rng.randrange(graph.nodes)
+    expect = [math.inf] * graph.nodes
+    expect[goal] = 0.0
+    for _ in range(graph.nodes):
+        for a, b, t in forward:
+            expect[a] = min(expect[a], t + expect[b])
+    reached, _ = graph.search(goal, range(graph.nodes))
+    assert set(reached) == {i for i, t in enumerate(expect) if t < math.inf}
+    for node, t in reached.items():
+        assert t == pytest.approx(expect[node], rel=1e-6)
 
 
 def dist(a, b):
