@@ -4,7 +4,8 @@
 // setting), both (the offline one first, a switch between them), or none.
 //
 // The style keeps the units readable: pale ground, white streets with soft casings,
-// muted water, buildings barely darker than the ground, grey labels with a white halo.
+// muted water, buildings barely darker than the ground, grey labels with a white halo;
+// bridges have a dark casing, since the river crossings decide a route here.
 // The markers are the only saturated colours on the map. Layers and fields are those of
 // provisioning/basemap.lua; its data zooms are shown one level up (protomaps-leaflet
 // draws 512-pixel tiles), so data zoom 15 is native to display zoom 16 and drawn sharp
@@ -22,6 +23,7 @@ export const COLOURS = {
   majorCasing: "#d9c690",
   street: "#ffffff",
   casing: "#d3cdc2",
+  bridge: "#8c8375", // a bridge's casing: the few river crossings stand out
   path: "#c4baa9",
   text: "#4a4f55",
   halo: "#ffffff",
@@ -74,7 +76,11 @@ function paintRules(P) {
     rules.push({
       dataLayer: "roads",
       filter: kind(k),
-      symbolizer: new P.LineSymbolizer({ color: casing, width: (z) => WIDTH[k](z) + 1.5, lineCap: "round" }),
+      symbolizer: new P.LineSymbolizer({
+        color: (z, f) => (f.props.bridge ? COLOURS.bridge : casing),
+        width: (z, f) => WIDTH[k](z) + (f.props.bridge ? 3 : 1.5),
+        lineCap: "butt",
+      }),
     });
   }
   for (const k of ["service", "minor", "medium", "major"]) {
