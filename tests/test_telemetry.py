@@ -34,6 +34,7 @@ def test_signal_and_registration_reach_the_technician(gateway, vunits, unit_id, 
     tele = telemetry(gateway, unit_id)
     assert tele["rssi"] == -73  # CSQ 20: -113 + 2 * 20 dBm (3GPP TS 27.007)
     assert tele["reg"] == "home" and tele["op"] == "Telkomsel"
+    assert tele["modem_discards"] >= 0  # lines the driver dropped (docs/protocol.md)
     assert tele["heap_free"] > 0 and tele["waiting"] >= 0 and tele["flash_free"] > 0
     modem.csq = 8  # the ambulance drives into a weak cell
     wait_until(lambda: telemetry(gateway, unit_id).get("rssi") == -97, 30, 0.5, "the weaker signal reported")

@@ -9,6 +9,8 @@
 #   reset_cause()      why the board last started: power_on, watchdog, soft, crash, unknown
 #   supply_volts()     the vehicle's supply (battery) voltage in volts, one decimal; None
 #                      when the board cannot measure it
+#   io_errors          failed transfers with the board's own parts (the I2C key
+#                      expander) since start; 0 on a board without such parts
 #   cellular(cfg, log) the LTE link (lib/cellular.py) on the board's modem; None: no
 #                      modem, the host's network is the data path
 #   storage()          the folder the unit's journal lives in (on a board: its littlefs
@@ -24,3 +26,4 @@
 class Board:
     name = "base"
     revision = ""
+    io_errors = 0

@@ -80,6 +80,7 @@ class Cellular:
             "modem": m.state,
             "losses": m.losses,
             "modem_error": self.error,
+            "modem_discards": m.discards,
         }
 
     async def _bring_up(self):

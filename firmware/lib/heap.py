@@ -78,9 +78,13 @@ class Heap:
         return n
 
     @staticmethod
-    def largest_free(grain=16):
-        """The largest block the heap can give now, in bytes, found by allocating."""
-        lo, hi = 0, gc.mem_free()
+    def largest_free(grain=16, most=4096):
+        """The largest block the heap can give now, in bytes, up to `most`: found by
+        allocating, and the collector is conservative, so a stale pointer left in the
+        stack can keep a block tried alive for a while; a block of most of the free heap
+        kept so would starve the allocations that follow. `most` means at least that
+        (the firmware's largest allocation is its 640-byte PUBLISH buffer)."""
+        lo, hi = 0, min(gc.mem_free(), most + grain)
         while hi - lo > grain:
             mid = (lo + hi) // 2
             try:
@@ -89,4 +93,4 @@ class Heap:
             except MemoryError:
                 hi = mid
             block = None  # noqa: F841 (given back before the next try)
-        return lo
+        return min(lo, most)

@@ -1,6 +1,8 @@
 # The unit's outbox: every status press and position goes to a journal on flash before
-# it is sent, and leaves only when the broker has acknowledged it (PUBACK). Power cuts,
-# reboots and outages lose nothing that reached the journal.
+# it is sent, and leaves only when it is known delivered: a position when the broker has
+# acknowledged it (PUBACK), a press when the gateway has stored it (its `ack` downlink;
+# a press not confirmed in time is sent again). Power cuts, reboots and outages lose
+# nothing that reached the journal.
 #
 # On flash: a folder of segment files, ob/00000001.log, ob/00000002.log, ... Each boot
 # appends to a segment of its own (so a torn tail can only be at the end of an older

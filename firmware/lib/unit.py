@@ -373,6 +373,17 @@ class Unit:
             fields["flash_free"] = st[0] * st[3]
         except OSError:
             pass
+        # fault counters go only when not 0: a healthy unit's telemetry stays short
+        c = self.client
+        for name, n in (
+            ("mqtt_resent", c.resent if c else 0),
+            ("mqtt_discards", c.discards if c else 0),
+            ("mqtt_oversize", c.oversize if c else 0),
+            ("mqtt_protocol_errors", c.protocol_errors if c else 0),
+            ("io_errors", self.board.io_errors),
+        ):
+            if n:
+                fields[name] = n
         volts = self.board.supply_volts()
         if volts is not None:
             fields["supply_v"] = volts
