@@ -87,10 +87,20 @@ class SimulatedFleet:
         self.client.disconnect()
 
 
-def _setup(tmp):
+def _setup(tmp, town=False):
+    """A broker and a gateway; `town`: with the demo town's map imported (streets, the
+    river, its bridges: simulators/town.py), else with no base map (a closed port)."""
     broker = Mosquitto(Path(tmp) / "broker").start()
-    tiles = f"http://127.0.0.1:{free_port()}/{{z}}/{{x}}/{{y}}.png"  # no base map: a closed port
-    gw = GatewayProcess(Path(tmp) / "gateway", broker.port, extra=["--tiles-url", tiles]).start()
+    data = Path(tmp) / "gateway"
+    if town:
+        from provisioning.mapimport import import_map
+        from simulators.town import write_town
+
+        import_map(write_town(Path(tmp) / "town.osm.pbf"), data, progress=False)
+        extra = []
+    else:
+        extra = ["--tiles-url", f"http://127.0.0.1:{free_port()}/{{z}}/{{x}}/{{y}}.png"]
+    gw = GatewayProcess(data, broker.port, extra=extra).start()
     status, body = gw.request("POST", "/api/v1/users", {"name": USER, "role": "viewer", "password": PASSWORD})
     if status != 201:
         raise RuntimeError(f"creating the bench's login: {status} {body}")
@@ -194,12 +204,12 @@ def _stage(fleet, gw, specs):
 
 
 def screenshot(out=REPO / "docs" / "map.png"):
-    """The demo fleet on the map at 1920x1080: one unit selected with its track, an
-    incident with its nearest units, and an emergency's banner."""
+    """The demo fleet on the demo town's map at 1920x1080: one unit selected with its
+    track, an incident with its nearest units, and an emergency's banner."""
     from simulators.fleet import Fleet, demo_specs
 
     with tempfile.TemporaryDirectory(prefix="siaga-shot-") as tmp:
-        broker, gw = _setup(tmp)
+        broker, gw = _setup(tmp, town=True)
         gw.request("POST", "/api/v1/users", {"name": "rina", "role": "supervisor", "password": PASSWORD})
         specs = demo_specs(6)
         for spec in specs:
