@@ -1,19 +1,32 @@
 """`make demo` / `siaga demo`: a broker, the gateway and a virtual fleet of Palangka
-Raya, on embedded defaults, until Ctrl-C or SIGTERM; nothing is left running after."""
+Raya, on embedded defaults, until Ctrl-C or SIGTERM; nothing is left running after.
 
+Before the gateway starts, the demo town (simulators/town.py) is written into the data
+folder and imported as its map (provisioning/mapimport.py: the road graph, and the
+basemap when tilemaker is installed); the units drive on its roads. A map the centre
+imported itself (not a demo map) is kept, and the units drive on that."""
+
+import json
 import os
 import secrets
+import shutil
 import signal
 import threading
 
 from gateway import auth, config
-from gateway.errors import Conflict
+from gateway.errors import Conflict, SiagaError
+from gateway.roads import RoadGraphError, read_graph
+from provisioning.mapimport import import_map, sha256
 from provisioning.mosquitto import Mosquitto
 from provisioning.processes import die_with_parent, free_port, port_is_free
 
 from .fleet import demo_specs
 from .gateway_process import GatewayProcess
 from .provisioned_fleet import ProvisionedFleet
+from .roaddrive import load_graph
+from .town import write_town
+
+TOWN_FILE = "demo-town.osm.pbf"  # in the data folder, beside map/
 
 
 def _port(env, default, what):
@@ -55,6 +68,63 @@ def demo_login(data, name="dispatcher"):
     return name, password
 
 
+def _map_meta(data):
+    try:
+        return json.loads((data / "map" / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _imported_is_current(data, meta, town):
+    """Whether <data>/map already holds this town: same file, a readable graph, the
+    basemap if tilemaker could make one, and no speeds file changed since."""
+    if not meta or not meta.get("demo") or meta.get("sha256") != sha256(town):
+        return False
+    if shutil.which("tilemaker") and not meta.get("basemap"):
+        return False
+    speeds = data / "roads.toml"
+    if speeds.exists() and speeds.stat().st_mtime > meta.get("imported_at", 0):
+        return False
+    try:
+        read_graph(data / "map" / "roads.graph")
+    except RoadGraphError:
+        return False
+    return True
+
+
+def demo_map(data, say=print):
+    """The map the demo's units drive on and the gateway routes over: (graph, what it is).
+    The demo town is written to <data>/demo-town.osm.pbf and imported at the first start
+    (again when it changed or its map is damaged), re-used after; a map that is not a
+    demo map is the centre's own and stays."""
+    meta = _map_meta(data)
+    if meta and meta.get("demo") is False:
+        graph = load_graph(data)
+        if graph is not None:
+            say(f"  using the map imported from {meta.get('source')} ({data / 'map'}) ...", flush=True)
+            return graph, f"imported from {meta.get('source')}"
+    town = write_town(data / TOWN_FILE)
+    if _imported_is_current(data, meta, town):
+        say(f"  using the demo map imported before ({data / 'map'}) ...", flush=True)
+    else:
+        say(
+            f"  importing the demo map, a synthetic town with a river and two bridges ({data / 'map'}) ...",
+            flush=True,
+        )
+        _import_town(town, data, say)
+    has_basemap = (_map_meta(data) or {}).get("basemap")
+    what = "the demo town (synthetic, not real streets)"
+    return load_graph(data), what + ("" if has_basemap else "; no basemap without tilemaker (make tilemaker)")
+
+
+def _import_town(town, data, say):
+    try:
+        import_map(town, data, progress=False)
+    except SiagaError as e:  # e.g. tilemaker failed: the roads without the basemap
+        say(f"  the basemap failed ({e.message}); importing the roads only ...", flush=True)
+        import_map(town, data, progress=False, basemap=False)
+
+
 def run_demo():
     die_with_parent(signal.SIGTERM)  # `make` killed: stop everything too
     data = config.data_dir().resolve()
@@ -68,6 +138,7 @@ def run_demo():
     broker = Mosquitto(data / "broker", mqtt_port, secure=True).start()  # TLS, dynsec: no anonymous
     gateway = fleet = None
     try:
+        roads, roads_what = demo_map(data)
         login = demo_login(data)
         print(f"  starting the gateway on port {http_port} ...", flush=True)
         gateway = GatewayProcess(
@@ -76,13 +147,14 @@ def run_demo():
         api = gateway.url
         specs = demo_specs(6)
         print(f"  provisioning {len(specs)} virtual boards over their serial ports ...", flush=True)
-        fleet = ProvisionedFleet(specs, data, broker, gateway).start()
+        fleet = ProvisionedFleet(specs, data, broker, gateway, roads=roads).start()
         print(
             f"  broker    Mosquitto, TLS on 127.0.0.1:{mqtt_port} (log {broker.data_dir / 'mosquitto.log'});"
             " each unit logs in as itself"
         )
         print(f"  gateway   {api}/api/v1/units  (log {data / 'gateway.log'}, database {data / 'siaga.db'})")
         print(f"  map       {api}/  login {login[0]} / {login[1]}  (kept in {data / 'demo.password'})")
+        print(f"  roads     {roads_what}: the units drive on it, /nearest ranks by drive time")
         print(f"  token     export SIAGA_TOKEN={gateway.token}  (a supervisor's, for siaga and curl)")
         print(f'  curl      curl -H "Authorization: Bearer $SIAGA_TOKEN" {api}/api/v1/units')
         print(f"  fleet     {', '.join(s.unit_id + ' ' + s.callsign for s in specs)}")

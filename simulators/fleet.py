@@ -72,6 +72,12 @@ def demo_specs(count=6):
     return specs
 
 
+def mission_scene(home, rng, radius_m=2500):
+    """A mission's scene: a random place around the unit's home (on a road map, the
+    mover drives to the road nearest to it)."""
+    return home.x + rng.uniform(-radius_m, radius_m), home.y + rng.uniform(-radius_m, radius_m)
+
+
 class Crew(threading.Thread):
     """Presses the keys a real crew would, through the unit's panel, on missions."""
 
@@ -104,7 +110,7 @@ class Crew(threading.Thread):
 
     def _mission(self):
         home = self.spec.home
-        scene = (home.x + self.rng.uniform(-2500, 2500), home.y + self.rng.uniform(-2500, 2500))
+        scene = mission_scene(home, self.rng)
         self._press(3)
         if self._drive(scene):
             return True
@@ -154,8 +160,11 @@ def supply_volts(rng):
 
 
 class Fleet:
-    def __init__(self, specs, data_dir, broker, crews=True, seed=112, echo=False):
+    def __init__(self, specs, data_dir, broker, crews=True, seed=112, echo=False, roads=None):
+        """`roads`: a road graph (gateway.roads) the units drive on (simulators.roaddrive);
+        None: the street grid of simulators.route."""
         self.specs = specs
+        self.roads = roads
         self.data_dir = Path(data_dir)
         self.broker = broker
         self.crews = crews
@@ -175,6 +184,7 @@ class Fleet:
                 seed=self.rng.random(),
                 echo=self.echo,
                 supply_v=supply_volts(self.rng),
+                roads=self.roads,
             ).start()
             self.units[spec.unit_id] = unit
             if self.crews:

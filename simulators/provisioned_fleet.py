@@ -29,6 +29,7 @@ class ProvisionedFleet(Fleet):
             seed=self.rng.random(),
             echo=self.echo,
             supply_v=supply_volts(self.rng),
+            roads=self.roads,
         ).start()
 
     def _provision(self, spec, board):

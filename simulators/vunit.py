@@ -29,6 +29,7 @@ from provisioning.processes import die_with_parent
 
 from .nmea import Receiver
 from .ptys import raw_pty
+from .roaddrive import RoadMover
 from .route import Mover
 
 log = logging.getLogger("siaga.sim")
@@ -84,10 +85,13 @@ class VirtualUnit:
         flash_blocks=None,
         modem=None,
         supply_v=None,
+        roads=None,
     ):
         """`password` and `ca` (the project CA's certificate, copied to the flash as
         ca.crt): the unit logs in as itself over TLS, as a provisioned unit does.
-        `supply_v`: the vehicle's supply voltage the board measures (None: it cannot)."""
+        `supply_v`: the vehicle's supply voltage the board measures (None: it cannot).
+        `roads`: a road graph (gateway.roads) the unit drives on; None: the street grid of
+        simulators.route."""
         self.unit_id = unit_id
         self.password = password
         self.ca = ca
@@ -104,7 +108,10 @@ class VirtualUnit:
         self.supply_v = supply_v
         self.resets = 0
         self.rng = random.Random(seed)
-        self.mover = Mover(*start_xy, t=time.time(), rng=self.rng)
+        if roads is not None:
+            self.mover = RoadMover(roads, *start_xy, t=time.time(), rng=self.rng)
+        else:
+            self.mover = Mover(*start_xy, t=time.time(), rng=self.rng)
         self.receiver = Receiver(seed=seed)
         self.leds = {}
         self.buzzer = False

@@ -1,6 +1,8 @@
-"""`make demo` as a new user meets it: everything starts on embedded defaults, six units
-drive in Palangka Raya and report, and SIGTERM leaves no process behind."""
+"""`make demo` as a new user meets it: everything starts on embedded defaults, the demo
+town is imported as the map, six units drive in Palangka Raya on its roads and report,
+the nearest units are ranked by drive time, and SIGTERM leaves no process behind."""
 
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +13,9 @@ import httpx
 from conftest import REPO, wait_until
 
 from provisioning.processes import free_port
+from simulators.geo import to_latlon, to_xy
+from simulators.roaddrive import load_graph
+from simulators.route import BLOCK_M
 
 
 def processes_mentioning(text):
@@ -69,6 +74,15 @@ def test_demo_runs_the_fleet_and_stops_cleanly(tmp_path):
             0.5,
             "the crews reporting at their stations",
         )
+        assert load_graph(tmp_path).nodes == 17 * 17  # the demo town, imported before the gateway
+        for u in units():  # on its streets (every BLOCK_M east or north), inside the town
+            x, y = to_xy(u["position"]["lat"], u["position"]["lon"])
+            assert min(abs(v - round(v / BLOCK_M) * BLOCK_M) for v in (x, y)) < 2, (u["unit_id"], x, y)
+            assert max(abs(x), abs(y)) < 8 * BLOCK_M + 2
+        lat, lon = to_latlon(0, 1000)  # an incident on the north bank
+        nearest = dispatcher.get("/api/v1/nearest", params={"lat": lat, "lon": lon, "limit": 6})
+        assert nearest.status_code == 200 and nearest.headers["X-Nearest-Method"] == "road"
+        assert nearest.json() and all(c["method"] == "road" and c["eta_min"] > 0 for c in nearest.json())
     finally:
         demo.send_signal(signal.SIGTERM)
         out, _ = demo.communicate(timeout=60)
@@ -77,6 +91,9 @@ def test_demo_runs_the_fleet_and_stops_cleanly(tmp_path):
     assert f"map       http://127.0.0.1:{http}/  login dispatcher / demo-sandi-112" in out
     assert f'curl -H "Authorization: Bearer $SIAGA_TOKEN" http://127.0.0.1:{http}/api/v1/units' in out
     assert "starting the broker" in out.splitlines()[1]  # it says what it does from the start
+    assert "importing the demo map" in out.splitlines()[2] and "roads     the demo town" in out
+    meta = json.loads((tmp_path / "map" / "meta.json").read_text())
+    assert meta["demo"] is True and meta["source"] == "demo-town.osm.pbf"
     assert processes_mentioning(str(tmp_path)) == []
 
 
