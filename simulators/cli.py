@@ -12,6 +12,7 @@ from gateway.errors import SiagaError
 from . import vunit
 from .fleet import Fleet, Patrol, demo_specs, register
 from .geo import CENTRE, to_xy
+from .roaddrive import load_graph
 
 
 def data_dir(args):
@@ -45,6 +46,7 @@ def start_xy(value):
 
 def cmd_unit(args):
     root = data_dir(args)
+    roads = load_graph(root)  # the imported map's roads, when there is one
     unit = vunit.VirtualUnit(
         args.unit_id,
         Path(args.flash or root / "flash" / args.unit_id),
@@ -53,12 +55,14 @@ def cmd_unit(args):
         heap=args.heap,
         start_xy=start_xy(args.start),
         echo=True,
+        roads=roads,
     ).start()
     if args.route == "patrol":
         Patrol(unit, unit.rng).start()
+    on = f" on the roads of {root / 'map'}" if roads is not None else ""
     print(
         f"virtual unit {args.unit_id}: flash {unit.flash}, broker {unit.broker[0]}:{unit.broker[1]}, "
-        f"route {args.route}, control {unit.control_path}",
+        f"route {args.route}{on}, control {unit.control_path}",
         flush=True,
     )
     try:
@@ -72,8 +76,11 @@ def cmd_fleet(args):
     if args.register:
         for spec in specs:
             register(args.register.rstrip("/"), spec)
-    fleet = Fleet(specs, data_dir(args), broker(args), crews=not args.no_crews, echo=args.verbose).start()
-    print("fleet:", ", ".join(s.unit_id for s in specs), flush=True)
+    root = data_dir(args)
+    roads = load_graph(root)  # the imported map's roads, when there is one
+    fleet = Fleet(specs, root, broker(args), crews=not args.no_crews, echo=args.verbose, roads=roads).start()
+    on = f" (on the roads of {root / 'map'})" if roads is not None else ""
+    print("fleet:", ", ".join(s.unit_id for s in specs) + on, flush=True)
     try:
         wait_for_signal()
     finally:

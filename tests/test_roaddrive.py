@@ -15,6 +15,7 @@ from simulators.geo import to_xy
 from simulators.roaddrive import RoadMover, load_graph, road_drive
 from simulators.route import Mover, city_drive
 from simulators.town import BRIDGES_X, HALF, RIVER_HALF_WIDTH_M, RIVER_Y, write_town
+from simulators.vunit import VirtualUnit
 
 ON_ROAD_M = 2.0  # a position this near a road edge is on it
 T0 = 1795860000.0
@@ -195,3 +196,12 @@ def test_the_demo_imports_its_town_once_and_again_only_when_needed(tmp_path):
     (tmp_path / "map" / "roads.graph").write_bytes(b"not a graph")
     graph, _ = demo_map(tmp_path, say)
     assert "importing the demo map" in lines[-1] and graph.nodes == (2 * HALF + 1) ** 2
+
+
+def test_a_virtual_unit_given_the_roads_drives_on_them_else_on_the_grid(town, tmp_path):
+    on_roads = VirtualUnit("amb-09", tmp_path / "f1", tmp_path / "sim", start_xy=(-700, -470), roads=town)
+    assert isinstance(on_roads.mover, RoadMover) and (on_roads.mover.x, on_roads.mover.y) == pytest.approx(
+        (-700, -500), abs=0.1
+    )
+    on_grid = VirtualUnit("amb-10", tmp_path / "f2", tmp_path / "sim", start_xy=(-700, -470))
+    assert type(on_grid.mover) is Mover and (on_grid.mover.x, on_grid.mover.y) == (-700, -470)
