@@ -130,8 +130,9 @@ class RoadMover(Mover):
             self.speed = max(target, self.speed - BRAKE * dt)
         self.speed = max(self.speed, 1.0)
         move = self.speed * dt
-        while self.path and move > 0:
-            px, py, node, _, turn = self.path[0]
+        path = self.path  # drive_to (another thread) may put a new one in its place
+        while path and move > 0:
+            px, py, node, _, turn = path[0]
             dist = math.hypot(px - self.x, py - self.y)
             if dist > 0:
                 self.heading = math.degrees(math.atan2(px - self.x, py - self.y)) % 360
@@ -140,9 +141,9 @@ class RoadMover(Mover):
                 self.y += move * (py - self.y) / dist
                 return
             self.x, self.y, self.node = px, py, node
-            self.path.pop(0)
+            path.pop(0)
             move -= dist
-            if not self.path:
+            if not path:
                 self.speed = 0.0
             elif turn and self.rng.random() < RED_LIGHT:  # a red light at this crossing
                 self.hold_until = self.t + dt + self.rng.uniform(10, 45)
