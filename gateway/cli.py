@@ -118,7 +118,10 @@ def _act(args, path, body):
 
 
 def cmd_assign(args):
-    _act(args, "assign", {"lat": args.lat, "lon": args.lon, "kind": args.kind, "note": args.note})
+    body = {"lat": args.lat, "lon": args.lon, "kind": args.kind, "note": args.note}
+    if args.override_reason:
+        body["override_reason"] = args.override_reason
+    _act(args, "assign", body)
 
 
 def cmd_status(args):
@@ -184,6 +187,9 @@ def _dispatch_commands(sub):
     a.add_argument("--lon", type=float, required=True)
     a.add_argument("--kind", required=True, choices=tuple(INCIDENT_KINDS))
     a.add_argument("--note", default="", help="address, what happened")
+    a.add_argument(
+        "--override-reason", default="", help="assign a unit that is not available anyway, for this reason"
+    )
     st = unit_parser("status", "set a unit's status as dispatcher, with a reason", cmd_status)
     st.add_argument("key", type=int, choices=range(10))
     st.add_argument("--reason", required=True)

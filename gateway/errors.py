@@ -12,6 +12,7 @@
         │   └── CsrfRefused      a session's change without its CSRF token
         ├── NotFound       404: no such unit (or other resource)
         ├── Conflict       409: the unit's state forbids it (decommissioned), or it exists
+        │   └── NotAvailable     assigning a unit that is not available, unconfirmed
         ├── RangeNotSatisfiable 416: a Range header the file cannot serve (the basemap)
         ├── Throttled      429: too many logins tried, or too many being checked
         └── Unavailable    503: not now
@@ -85,6 +86,13 @@ class NotFound(ApiError):
 class Conflict(ApiError):
     status = 409
     code = "conflict"
+
+
+class NotAvailable(Conflict):
+    """An assignment of a unit that is not available (busy, assigned, offline, ...)
+    without the dispatcher's confirmed override (`override_reason`)."""
+
+    code = "not_available"
 
 
 class RangeNotSatisfiable(ApiError):

@@ -286,7 +286,7 @@ class Pipeline:
             act.t,
             act.key,
             act.reason,
-            act.incident and dict(act.incident, id=action_id),
+            act.incident and dict(act.incident, id=action_id, assigned_by=act.user),
             user=act.user,
         )
         b.fold(act.unit_id, [event])

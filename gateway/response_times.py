@@ -47,6 +47,8 @@ def assignment_times(assignment, presses, until):
         "assignment_id": assignment["id"],
         "unit_id": assignment["unit_id"],
         "assigned_at": assignment["t"],
+        "assigned_by": assignment.get("user"),
+        "override_reason": assignment.get("reason") or None,  # assigned though not available
         "incident": {
             "lat": assignment["incident_lat"],
             "lon": assignment["incident_lon"],

@@ -157,10 +157,12 @@ def test_a_session_lasts_while_used_and_expires_after_its_lifetime_idle(broker, 
 
 def test_roles_decide_who_assigns_who_locks_and_who_manages_users(gateway, unit_id, mqtt_client):
     gateway.register(unit_id)
-    now = int(time.time())  # the unit is online: an offline unit shows offline, assigned or not
+    now = int(time.time())  # the unit is online and available: only an available unit is assigned
     birth = {"_type": "birth", "boot": 1, "seq": 0, "t": now, "sent": now}
+    status = {"_type": "status", "boot": 1, "seq": 1, "key": 2, "t": now, "sent": now}
     mqtt_client.publish(f"siaga/{unit_id}/conn", json.dumps(birth), qos=1).wait_for_publish()
-    wait_until(lambda: gateway.unit(unit_id)["link"] == "online", what="the unit online")
+    mqtt_client.publish(f"siaga/{unit_id}/status", json.dumps(status), qos=1).wait_for_publish()
+    wait_until(lambda: gateway.unit(unit_id)["availability"] == "available", what="the unit available")
     viewer = make_token(gateway.data_dir, "viewer", "wallboard")
     assign = {"lat": -2.21, "lon": 113.92, "kind": "medical"}
 

@@ -5,9 +5,11 @@ response times, overrides and locks, the live stream."""
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from conftest import wait_until
+from placed import place
 
 INCIDENT = {"lat": -2.2050, "lon": 113.9200, "kind": "medical", "note": "Jl. Yos Sudarso 12"}
 
@@ -211,3 +213,48 @@ def test_a_decommissioned_unit_is_out_of_service_never_nearest_and_not_assignabl
     assert unit_id in [x["unit_id"] for x in gateway.get(nearest)[1]]
     status, body = post(gateway, f"/api/v1/units/{unit_id}/assign", INCIDENT)
     assert status == 200 and body["unit"]["availability"] == "assigned"
+
+
+def test_a_unit_that_is_not_available_is_assigned_only_with_a_confirmed_override(
+    gateway, mqtt_client, unit_id
+):
+    unit = place(gateway, mqtt_client, unit_id, (INCIDENT["lat"] + 0.01, INCIDENT["lon"]))
+    status, body = post(gateway, f"/api/v1/units/{unit_id}/assign", INCIDENT)
+    assert status == 200 and body["unit"]["availability"] == "assigned"
+    first = body["action_id"]
+    assert body["unit"]["assignment"]["assigned_by"] == gateway.unit(unit_id)["assignment"]["assigned_by"]
+    nearest = f"/api/v1/nearest?lat={INCIDENT['lat']}&lon={INCIDENT['lon']}&incident_kind=medical&limit=100"
+    assert unit_id not in [u["unit_id"] for u in gateway.get(nearest)[1]]  # never offered again
+
+    status, err = post(gateway, f"/api/v1/units/{unit_id}/assign", INCIDENT)  # the second click
+    assert status == 409 and err["error"]["code"] == "not_available", err
+    assert "assigned" in err["error"]["message"] and "override_reason" in err["error"]["message"]
+    assert gateway.unit(unit_id)["assignment"]["id"] == first  # nothing changed
+    assert len(gateway.get(f"/api/v1/assignments?unit_id={unit_id}")[1]) == 1
+
+    for bad in ({"override_reason": ""}, {"override_reason": 1}, {"override": "x"}):
+        status, err = post(gateway, f"/api/v1/units/{unit_id}/assign", dict(INCIDENT, **bad))
+        assert status == 400 and err["error"]["code"] == "bad_request", (bad, err)
+
+    why = "unit terdekat lain di bengkel"
+    status, body = post(gateway, f"/api/v1/units/{unit_id}/assign", dict(INCIDENT, override_reason=why))
+    assert status == 200 and body["unit"]["assignment"]["id"] != first
+    rows = gateway.get(f"/api/v1/assignments?unit_id={unit_id}")[1]
+    assert [r["override_reason"] for r in rows] == [None, why]  # recorded with the action
+    assert rows[1]["assigned_by"] == rows[0]["assigned_by"] == body["unit"]["assignment"]["assigned_by"]
+
+    unit.press(6)  # the crew: out of service
+    wait_until(lambda: gateway.unit(unit_id)["status"]["key"] == 6, what="the crew's press")
+    post(gateway, f"/api/v1/units/{unit_id}/release", {})
+    status, err = post(gateway, f"/api/v1/units/{unit_id}/assign", INCIDENT)
+    assert status == 409 and "out_of_service, status 6" in err["error"]["message"], err
+
+
+def test_concurrent_assignments_of_one_unit_give_it_once(gateway, mqtt_client, unit_id):
+    place(gateway, mqtt_client, unit_id, (INCIDENT["lat"] + 0.01, INCIDENT["lon"]))
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(
+            pool.map(lambda _: post(gateway, f"/api/v1/units/{unit_id}/assign", INCIDENT)[0], range(4))
+        )
+    assert sorted(answers) == [200, 409, 409, 409]
+    assert len(gateway.get(f"/api/v1/assignments?unit_id={unit_id}")[1]) == 1

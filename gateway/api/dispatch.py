@@ -1,11 +1,13 @@
 """Dispatcher actions and the nearest available units (/api/v1)."""
 
+import threading
+
 from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
 from .. import nearest as ranking
 from ..centre import local_time
-from ..errors import BadRequest, Conflict
+from ..errors import BadRequest, Conflict, NotAvailable
 from ..pipeline import Action
 from .params import INCIDENT_KINDS, UNIT_ID, IncidentKind, Integer, Strict, UnitKind
 
@@ -15,6 +17,12 @@ class AssignIn(Strict):
     lon: float = Field(ge=-180, le=180)
     kind: IncidentKind
     note: str = Field("", max_length=500)
+    override_reason: str | None = Field(
+        None,
+        min_length=1,
+        max_length=500,
+        description="assign a unit that is not available: the dispatcher's confirmed reason (recorded)",
+    )
 
 
 class StatusIn(Strict):
@@ -28,6 +36,7 @@ class ReasonIn(Strict):
 
 def router(gw, registered, unit_json, user_of):
     r = APIRouter(prefix="/api/v1")
+    assigning = threading.Lock()  # one assignment checked and made at a time: no double assign
 
     def run(unit_id, action, user, **kw):
         registered(unit_id)
@@ -46,17 +55,40 @@ def router(gw, registered, unit_json, user_of):
                 "decommissioned",
             )
 
+    def available(unit, override_reason):
+        """409 `not_available` for a unit that is not available (busy, already assigned,
+        offline, ...), unless the dispatcher confirms an override with a reason."""
+        if unit["availability"] == "available" or override_reason:
+            return
+        status = unit["status"]
+        said = f", status {status['key']} {status['label']}" if status else ""
+        raise NotAvailable(
+            f"{unit['unit_id']} is not available ({unit['availability']}{said}): to assign it"
+            " anyway, confirm with an override_reason",
+        )
+
     @r.post("/units/{unit_id}/assign")
     def assign(body: AssignIn, user: str = user_of(), unit_id: str = UNIT_ID):
         """Assign the unit to an incident; it is `assigned` until its crew presses 3. A
-        decommissioned unit cannot be assigned (409, `decommissioned`)."""
+        unit that is not available is refused (409, `not_available`) unless the body's
+        `override_reason` confirms it (recorded with the assignment); a decommissioned
+        unit always (409, `decommissioned`)."""
         in_service(unit_id, "assigned")
-        graph, _ = gw.roads.current()
-        position = unit_json(registered(unit_id))["position"]
-        estimate = ranking.estimate(graph, (body.lat, body.lon), position)
-        return run(unit_id, "assign", user, incident=body.model_dump(), estimate=estimate) | {
-            "estimate": estimate
-        }
+        with assigning:
+            unit = unit_json(registered(unit_id))
+            available(unit, body.override_reason)
+            graph, _ = gw.roads.current()
+            estimate = ranking.estimate(graph, (body.lat, body.lon), unit["position"])
+            incident = body.model_dump(exclude={"override_reason"})
+            done = run(
+                unit_id,
+                "assign",
+                user,
+                incident=incident,
+                estimate=estimate,
+                reason=body.override_reason or "",
+            )
+        return done | {"estimate": estimate}
 
     @r.post("/units/{unit_id}/release")
     def release(body: ReasonIn | None = None, user: str = user_of(), unit_id: str = UNIT_ID):

@@ -19,7 +19,8 @@ WHY = {
     "401": "no login, or a wrong or expired one",
     "403": "the role may not do this, or the CSRF token is missing",
     "404": "no such unit (or user, or setting)",
-    "409": "the unit's state forbids it (decommissioned), or it exists already",
+    "409": "the unit's state forbids it (decommissioned; for an assignment, `not_available`"
+    " unless confirmed with `override_reason`), or it exists already",
     "413": "the request body is too large",
     "429": "too many logins tried: wait, or the gateway is busy checking others",
     "503": "not now: the store cannot write, or too many live streams (/health: degraded)",
