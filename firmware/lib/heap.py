@@ -11,9 +11,26 @@
 # allocation-heavy points too (each message framed, before it is written), and the
 # largest free block.
 import gc
+import sys
 import time
 
 QUIET_MS = 60000  # a minute without a failure ends a run of them
+
+
+def borrow(name):
+    """The module `name` ("a" or "package.a"), loaded for one use: neither it nor what it
+    loaded with it stays in sys.modules, so it all goes back to the heap once the caller
+    lets go of it. For code that runs now and then (a session opened, a settings push,
+    the telemetry): its bytecode need not hold the heap in between. Never on the way out
+    of a MemoryError: loading takes heap (docs/firmware-memory.md)."""
+    had = list(sys.modules)
+    mod = __import__(name)
+    for part in name.split(".")[1:]:
+        mod = getattr(mod, part)
+    for loaded in list(sys.modules):
+        if loaded not in had:
+            del sys.modules[loaded]
+    return mod
 
 
 class Restart(BaseException):

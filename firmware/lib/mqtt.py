@@ -8,21 +8,13 @@
 # is dropped and counted (discards, oversize). The code is lean on purpose: on the unix
 # port it is loaded into the unit's 96 KB heap. A PUBLISH is framed in one buffer kept
 # for the client's life (`tx_bytes`), not built from pieces; a MemoryError while writing
-# drops the link, as a half-written packet would corrupt the stream. TLS code (mqtt_tls.py)
-# is loaded only for a broker with TLS.
+# drops the link, as a half-written packet would corrupt the stream. Opening a session
+# (mqtt_connect.py) is loaded for each connect and given back; TLS code (mqtt_tls.py) is
+# loaded only for a broker with TLS.
 import asyncio
 import struct
+import sys
 import time
-
-# CONNACK return codes 1..5 (MQTT 3.1.1 §3.2.2.3)
-_REFUSED = (
-    "unacceptable protocol version",
-    "client id rejected",
-    "server unavailable",
-    "bad user name or password",
-    "not authorised",
-)
-
 
 ACK_POLL_MS = 20  # the longest step while waiting for an acknowledgement
 
@@ -213,72 +205,17 @@ class MQTTClient:
         return header, body, n == len(body)
 
     # the session
-    def _connect_packet(self):
-        flags = 0 if not self.clean else 0x02
-        payload = _str(self.client_id)
-        if self.will:
-            topic, msg, qos, retain = self.will
-            flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
-            payload += _str(topic) + _str(msg)
-        if self.user:
-            flags |= 0x80
-            payload += _str(self.user)
-            if self.password:
-                flags |= 0x40
-                payload += _str(self.password)
-        return b"\x00\x04MQTT\x04" + bytes([flags]) + struct.pack(">H", self.keepalive) + payload
-
     async def connect(self):
         """Open the link and complete CONNECT/CONNACK, then send the messages the last
         session left unacknowledged, before anything new; all within connect_timeout_ms.
-        Returns Session Present. MQTTError, naming the broker and the cause, on failure."""
-        self.close()
-        try:
-            await asyncio.wait_for_ms(self._open(), self.connect_timeout_ms)
-            return self.session_present
-        except asyncio.TimeoutError:
-            why = "no CONNACK within %d ms" % self.connect_timeout_ms
-        except OSError as e:
-            why = str(e)
-        except ValueError as e:  # MicroPython's ssl: the broker's certificate was refused
-            why = "TLS: " + str(e).strip()
-        self.close()
-        raise MQTTError("connect to %s:%d failed: %s" % (self.host, self.port, why))
+        Returns Session Present. MQTTError, naming the broker and the cause, on failure.
+        The code that does it (mqtt_connect.py) is loaded for each connect and given back:
+        a session is opened now and then, and its code should not hold the heap for the
+        unit's whole life (docs/firmware-memory.md)."""
+        import mqtt_connect
 
-    async def _open(self):
-        ssl = self.ssl
-        if self.transport is not None:
-            if ssl is not None:
-                raise MQTTError("TLS is not available over the modem's own TCP stack (data_path modem_tcp)")
-            self._reader, self._writer = await self.transport.open(self.host, self.port)
-        elif ssl is None:
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        else:
-            if ssl is True:  # asyncio's own context would not verify the broker
-                raise ValueError("ssl=True: give the CA file or a verifying context")
-            if isinstance(ssl, str):
-                from mqtt_tls import context
-
-                ssl = self.ssl = context(ssl)  # once, kept for the next sessions
-            self._reader, self._writer = await asyncio.open_connection(
-                self.host, self.port, ssl=ssl, server_hostname=self.server_hostname
-            )
-        await self._write(0x10, None, 0, self._connect_packet())
-        header, body, _ = await self._read_packet()
-        if header != 0x20 or len(body) != 2:
-            raise MQTTError("no CONNACK")
-        if body[1]:
-            why = _REFUSED[body[1] - 1] if body[1] <= len(_REFUSED) else "code"
-            raise MQTTError("broker refused: %s (%d)" % (why, body[1]))
-        sp = self.session_present = bool(body[0] & 1)
-        # Session Present: the broker kept the session, the unacknowledged messages go
-        # again with DUP and their packet ids (MQTT 3.1.1 §4.4). Without it the session
-        # was lost (§3.2.2.2): they go again as new messages, with new packet ids.
-        for entry in self._inflight:
-            if not sp:
-                entry[0] = self._next_pid()
-            await self._write((0x3A if sp else 0x32) | entry[3], entry[1], entry[0], entry[2])
-            self.resent += 1
+        del sys.modules["mqtt_connect"]
+        return await mqtt_connect.connect(self)
 
     def close(self):
         """Drop the link (no DISCONNECT: the broker publishes the will). Unacknowledged

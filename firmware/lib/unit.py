@@ -6,15 +6,13 @@
 # for it, and kept until it is in the outbox (docs/firmware-memory.md).
 import asyncio
 import gc
-import os
 import random
 import time
 
 import wire
-from heap import Restart
+from heap import Restart, borrow
 from outbox import sending, status_payload, status_record
 
-FIRMWARE_VERSION = "0.1.0"
 LINK_ERRORS = (OSError, EOFError, asyncio.TimeoutError)
 # The tasks the watchdog guards, and how long each may go without a sign of life (ms):
 # the link task waits at most a publish time-out or a backoff between its beats.
@@ -141,20 +139,8 @@ class Unit:
             self.outbox.confirm(msg["boot"], msg["seq"])
             if msg["boot"] == self.boot:
                 self.feedback.acked(msg["seq"])
-        elif msg["_type"] == "config" and msg["version"] > self.cfg["_version"]:  # not a repeat
-            import config  # loaded for a push only
-
-            config.put_in_force(self, msg["values"], msg["version"])
-        elif msg["_type"] == "assign":
-            self.assignment = msg["id"]
-            self.feedback.alert()
-            self.log(
-                "assigned: incident %d (%s) at %s,%s; press 3 when en route"
-                % (msg["id"], msg.get("kind"), msg.get("lat"), msg.get("lon"))
-            )
-        elif msg["_type"] == "release" and msg["id"] == self.assignment:
-            self.assignment = None
-            self.log("released from incident %d" % msg["id"])
+        else:  # settings, an assignment, a release: now and then, so loaded for each
+            borrow("orders").obey(self, msg)
 
     # GNSS
     async def gnss_task(self):
@@ -215,23 +201,7 @@ class Unit:
                 self.out_of_memory("housekeeping")
 
     def log_stats(self):
-        h = self.heap
-        self.log(
-            "stats: heap peak %d code %d high %d free %d largest %d recovered %d; reports %d;"
-            " nmea ok %d errors %s; rejected %s"
-            % (
-                h.peak,
-                h.start,
-                h.high,
-                gc.mem_free(),
-                h.largest_free(),
-                h.failures,
-                self.reports,
-                self.gnss.sentences,
-                self.gnss.errors,
-                self.fixes.rejected,
-            )
-        )
+        self.log(borrow("telemetry").stats(self))
 
     async def keys_task(self):
         while True:
@@ -351,90 +321,18 @@ class Unit:
             await self._pause("wake", 200)
 
     def telemetry(self):
-        """Link, modem, memory and flash, for a technician (docs/protocol.md, tele)."""
-        now = self.clock.now()
-        h = self.heap
-        fields = dict(
-            t=now,
-            sent=now,
-            up=time.ticks_diff(time.ticks_ms(), self.started_ms) // 1000,
-            heap_free=gc.mem_free(),
-            heap_peak=h.peak,
-            heap_start=h.start,
-            heap_high=h.high,
-            heap_largest=h.largest_free(),
-            heap_recovered=h.failures,
-            waiting=self.outbox.waiting,
-            unjournaled=len(self.outbox.unjournaled),
-            write_errors=self.outbox.write_errors,
-        )
-        try:
-            st = os.statvfs(self.storage)
-            fields["flash_free"] = st[0] * st[3]
-        except OSError:
-            pass
-        # fault counters go only when not 0: a healthy unit's telemetry stays short
-        c = self.client
-        for name, n in (
-            ("mqtt_resent", c.resent if c else 0),
-            ("mqtt_discards", c.discards if c else 0),
-            ("mqtt_oversize", c.oversize if c else 0),
-            ("mqtt_protocol_errors", c.protocol_errors if c else 0),
-            ("io_errors", self.board.io_errors),
-        ):
-            if n:
-                fields[name] = n
-        volts = self.board.supply_volts()
-        if volts is not None:
-            fields["supply_v"] = volts
-        if self.cell is not None:
-            fields.update(self.cell.info())
-        return wire.encode_json("tele", self.boot, self.seq_apart(), **fields)
+        """The `tele` message: link, modem, memory and flash, for a technician
+        (docs/protocol.md; telemetry.py, loaded for each)."""
+        return borrow("telemetry").message(self)
 
     # link
     async def _session(self):
-        tasks = await self._open_session()
+        tasks = await borrow("session").open_session(self)  # connect, birth, subscribe
         try:
             await asyncio.gather(*tasks)
         finally:
             for t in tasks:
                 t.cancel()
-
-    async def _open_session(self):
-        """Connect, say so (birth), subscribe: the session's tasks, started."""
-        if self.cell is not None and not self.cell.up():
-            raise OSError("no mobile network yet: modem %s, %s" % (self.cell.modem.state, self.cell.error))
-        birth_seq = self.seq_apart()
-        client = self.client  # one client for every session: what it has in flight goes again
-        client.will = (self.topics["conn"], wire.encode_json("will", self.boot, birth_seq), 1, True)
-        await client.connect()
-        now = self.clock.now()
-        birth = wire.encode_json(
-            "birth",
-            self.boot,
-            birth_seq,
-            t=now,
-            sent=now,
-            fw=FIRMWARE_VERSION,
-            board=self.board.name + "/" + self.board.revision,
-            reset=self.reset,
-            cfg=self.cfg["_version"],
-            dropped=self.outbox.dropped,
-            torn=self.outbox.torn,
-        )
-        reader = asyncio.create_task(client.run())
-        try:
-            await client.publish(self.topics["conn"], birth, qos=1, retain=True)
-            await client.subscribe(self.topics["down"], 1)
-        except BaseException:
-            reader.cancel()  # it would end with the link, its error never read
-            raise
-        self.link_up = True
-        self.log(
-            "link up: broker %s:%d, session present %s"
-            % (self.cfg["broker_host"], self.cfg["broker_port"], client.session_present)
-        )
-        return reader, asyncio.create_task(client.keep_alive()), asyncio.create_task(self.sender(client))
 
     async def link_task(self):
         """Keep the link up: reconnect with jittered exponential backoff, from the start
