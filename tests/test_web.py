@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from conftest import wait_until
+from placed import place
 from playwright.sync_api import expect, sync_playwright
 
 from provisioning.processes import free_port
@@ -485,3 +486,191 @@ def test_the_map_says_when_the_gateway_is_degraded(browser, tmp_path):
     finally:
         gw.stop()
         own.stop()
+
+
+# ---- issue 14: the dispatcher's map as a dispatcher tries it ------------------------------
+
+
+def mark_incident(page, latlon, kind="medical"):
+    page.fill("#inc-lat", str(latlon[0]))
+    page.fill("#inc-lon", str(latlon[1]))
+    page.select_option("#inc-kind", kind)
+    page.click("#incident-form button[type=submit]")
+
+
+def test_the_nearest_list_gives_eta_and_route_and_never_offers_the_unit_just_assigned(
+    gateway, mqtt_client, open_map, unit_id, tmp_path
+):
+    from provisioning.mapimport import import_map
+    from simulators.geo import to_latlon
+    from simulators.town import write_town
+
+    incident = to_latlon(0, -40)  # the demo town (tests/test_roads.py): the north bank
+    across, same = unit_id + "x", unit_id + "s"
+    place(gateway, mqtt_client, across, to_latlon(0, -240))  # across the river
+    place(gateway, mqtt_client, same, to_latlon(-960, 480))  # far, but on the same bank
+    page = open_map("dispatcher")
+
+    mark_incident(page, incident)  # no road map yet: straight lines, and the page says so
+    near = page.locator("#nearest li[data-unit]")
+    expect(near.first).to_have_attribute("data-unit", across)
+    expect(near.first).to_have_attribute("data-method", "straight")
+    expect(near.first.locator(".straight")).to_have_text("garis lurus")
+    near.first.click()
+    expect(page.locator("path.route-straight")).to_have_count(1)
+
+    import_map(write_town(tmp_path / "town.osm.pbf"), gateway.data_dir, progress=False, basemap=False)
+    wait_until(
+        lambda: gateway.get(f"/api/v1/nearest?lat={incident[0]}&lon={incident[1]}")[1][0]["method"] == "road",
+        what="the gateway reading the map",
+    )
+    page.click("#incident-form button[type=submit]")
+    expect(near.first).to_have_attribute("data-unit", same)  # by road: the same bank first
+    expect(near.first).to_have_attribute("data-method", "road")
+    expect(near.first.locator(".eta")).to_have_text(re.compile(r"^\d+ mnt$"))
+    expect(near.first.locator(".road-km")).to_have_text(re.compile(r"^\d+\.\d km jalan$"))
+    expect(page.locator("#nearest .straight")).to_have_count(0)
+    near.nth(1).click()  # the unit across the river: its route crosses a bridge
+    expect(page.locator("path.route-road")).to_have_count(1)
+    assert len(page.locator("path.route-road").get_attribute("d").split("L")) > 2  # not a straight line
+    expect(near.nth(1)).to_have_class(re.compile(r"\bselected\b"))
+
+    before = page.locator(f'#nearest .near-age[data-unit="{across}"]').text_content()
+    expect(page.locator(f'#nearest .near-age[data-unit="{across}"]')).not_to_have_text(before)  # it ticks
+
+    page.click(f'#nearest [data-assign="{same}"]')
+    expect(page.locator(f'#nearest li[data-unit="{same}"]')).to_have_count(0)  # never offered again
+    expect(near.first).to_have_attribute("data-unit", across)
+    expect(page.locator("#assign-state")).to_have_attribute("data-state", "assigned")
+
+    # the unit is assigned: the API refuses it again unless the dispatcher confirms why
+    row(page, same).click()
+    page.keyboard.press("a")
+    expect(page.locator("#override")).to_be_visible()
+    expect(page.locator("#override-ask")).to_contain_text("Ditugaskan")
+    page.fill("#override-reason", "unit lain terhalang banjir")
+    page.click("#override button[type=submit]")
+    expect(page.locator("#override")).to_be_hidden()
+    rows = gateway.get(f"/api/v1/assignments?unit_id={same}")[1]
+    assert [r["override_reason"] for r in rows] == [None, "unit lain terhalang banjir"]
+    assert rows[1]["assigned_by"] == "dispatcher"
+
+    page.reload()  # the incident, its list and the wait for the crew survive a reload
+    page.wait_for_function("window.__siaga.ready")
+    expect(page.locator(".incident")).to_have_count(1)
+    expect(page.locator("#inc-lat")).to_have_value(f"{incident[0]:.5f}")
+    expect(page.locator(f'#nearest li[data-unit="{across}"]')).to_be_visible()
+    expect(page.locator("#assign-state")).to_have_attribute("data-state", "assigned")
+    expect(page.locator("#assign-state")).to_have_attribute("data-unit", same)
+
+    other = page.context.browser.new_context(viewport={"width": 1920, "height": 1080})
+    try:  # another browser of the same dispatcher: the gateway knows the assignment
+        again = other.new_page()
+        again.goto(gateway.url + "/")
+        again.fill("#login-user", "dispatcher")
+        again.fill("#login-pass", PASSWORD)
+        again.click("#login-form button[type=submit]")
+        again.wait_for_function("window.__siaga.ready")
+        expect(again.locator("#assign-state")).to_have_attribute("data-unit", same)
+        expect(again.locator(".incident")).to_have_count(1)
+        expect(again.locator(f'#nearest li[data-unit="{across}"]')).to_be_visible()
+    finally:
+        other.close()
+
+
+def test_the_list_fits_a_laptop_and_a_wall_screen(gateway, mqtt_client, open_map, unit_id):
+    agency = "BPBD Kota Palangka Raya"
+    for i, callsign in enumerate(("AMBULANS PKR-01", "DAMKAR KAHAYAN-12")):
+        place(
+            gateway, mqtt_client, f"{unit_id}{i}", (-2.21, 113.91 + i / 100), callsign=callsign, agency=agency
+        )
+    fits = """el => {
+        const side = document.querySelector('#side').getBoundingClientRect();
+        const box = el.getBoundingClientRect();
+        return el.scrollWidth <= el.clientWidth && box.right <= side.right && box.left >= side.left;
+    }"""
+    one_line = """el => {
+        const r = document.createRange();
+        r.selectNodeContents(el);
+        return r.getClientRects().length === 1;
+    }"""
+    for size in ({"width": 1366, "height": 768}, {"width": 1920, "height": 1080}):
+        page = open_map("viewer", f"viewer{size['width']}", viewport=size)
+        header = page.locator("#units th", has_text="Umur posisi")
+        expect(header).to_have_count(1)
+        assert header.evaluate(fits), size  # not cut off
+        for cell in page.locator("#units td.callsign .cs").all():
+            assert cell.evaluate(one_line), (size, cell.text_content())  # callsigns do not wrap
+        expect(page.locator("#units tbody")).not_to_contain_text(agency)  # not repeated on every row
+        assert page.locator("#f-agency option", has_text=agency).count() == 1  # the filter has it
+
+
+def test_a_lost_stream_greys_the_list_and_markers_and_says_since_when(
+    gateway, mqtt_client, open_map, unit_id
+):
+    place(gateway, mqtt_client, unit_id, (-2.21, 113.91))
+    page = open_map("viewer")
+    expect(page.locator("#data-old")).to_be_hidden()
+    gateway.stop()
+    expect(page.locator("#data-old")).to_be_visible(timeout=10000)
+    expect(page.locator("#data-old")).to_have_text(re.compile(r"Data lama sejak \d\d:\d\d:\d\d WIB"))
+    grey = "el => getComputedStyle(el).filter"
+    assert "grayscale" in page.locator("#units tbody").evaluate(grey)
+    assert "grayscale" in page.locator(".leaflet-marker-pane").evaluate(grey)
+    page.click("#lang")
+    expect(page.locator("#data-old")).to_contain_text("Data old since")
+    gateway.start()
+    expect(page.locator("#data-old")).to_be_hidden(timeout=20000)
+    assert page.locator("#units tbody").evaluate(grey) == "none"
+
+
+def test_the_emergency_banner_selects_and_centres_the_unit(gateway, mqtt_client, open_map, unit_id):
+    far = place(gateway, mqtt_client, unit_id + "a", (-2.16, 113.86))
+    place(gateway, mqtt_client, unit_id + "b", (-2.26, 113.96))
+    page = open_map("dispatcher")
+    far.press(0)  # the crew's emergency
+    banner = page.locator(f'#emergencies .emergency[data-unit="{unit_id}a"]')
+    expect(banner).to_be_visible(timeout=10000)
+    banner.locator(".siren").click()
+    expect(row(page, unit_id + "a")).to_have_class(re.compile(r"\bselected\b"))
+    expect(page.locator("#detail")).to_be_visible()
+    centre = page.evaluate("window.__siaga.view().centre")
+    assert abs(centre["lat"] + 2.16) < 1e-4 and abs(centre["lng"] - 113.86) < 1e-4, centre
+    expect(banner).to_be_visible()  # still unacknowledged: selecting is not acknowledging
+
+
+def test_the_map_fits_the_units_again_when_the_window_is_resized(gateway, mqtt_client, open_map, unit_id):
+    west, east = (
+        (-2.21, 113.76),
+        (-2.21, 114.06),
+    )  # 0.3° apart: at the wall screen's zoom, wider than a laptop's map
+    place(gateway, mqtt_client, unit_id + "w", west)
+    place(gateway, mqtt_client, unit_id + "e", east)
+    page = open_map("viewer")
+
+    def shows_both():
+        v = page.evaluate("window.__siaga.view()")
+        box = page.locator("#map").bounding_box()
+        inside = all(
+            v["west"] < lon < v["east"] and v["south"] < lat < v["north"] for lat, lon in (west, east)
+        )
+        return inside and v["width"] == round(box["width"]) and v["height"] == round(box["height"])
+
+    assert shows_both()
+    page.set_viewport_size({"width": 1366, "height": 768})
+    wait_until(shows_both, 10, what="the map fitted to the smaller window")
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    wait_until(shows_both, 10, what="the map fitted to the larger window")
+
+
+def test_done_follows_a_language_switch_at_once(gateway, mqtt_client, open_map, unit_id):
+    place(gateway, mqtt_client, unit_id, (-2.21, 113.91))
+    page = open_map("dispatcher")
+    row(page, unit_id).click()
+    page.select_option("#d-actions select[name=key]", "6")
+    page.fill("#d-actions input[name=reason]", "ban bocor")
+    page.click("#d-actions .status-form button")
+    expect(page.locator("#toast")).to_have_text("Selesai.")
+    page.locator("#lang").click()
+    expect(page.locator("#toast")).to_be_visible()
+    expect(page.locator("#toast")).to_have_text("Done.")

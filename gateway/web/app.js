@@ -26,11 +26,16 @@ const state = {
   schemes: {}, // status scheme name -> its statuses, for the dispatcher's status change
   loading: null, // stream events held while /units loads
   streamLost: false,
+  oldSince: null, // server time the stream was lost: what the page shows is as of then
+  near: [], // the incident's nearest candidates as /nearest gave them (with routes)
+  route: null, // the candidate whose route is drawn
+  override: null, // {unit_id}: an assignment the API refused, waiting for the reason
+  autoView: true, // the map shows what fitUnits chose (the dispatcher has not moved it)
 };
 // For the browser tests and the benchmark: what the page has drawn, and when.
 const probe = (window.__siaga = { ready: false, markersDrawnAt: null, updates: [], stream: "connecting", beeping: false });
 
-let map, markerLayer, trackLayer, incidentMarker, source;
+let map, markerLayer, trackLayer, routeLayer, incidentMarker, source;
 
 const serverNow = () => Date.now() / 1000 + state.clockOffset;
 
@@ -101,7 +106,22 @@ function initMap(config) {
   L.control.scale({ imperial: false, position: "bottomleft" }).addTo(map);
   markerLayer = L.layerGroup().addTo(map);
   trackLayer = L.layerGroup().addTo(map);
+  routeLayer = L.layerGroup().addTo(map);
   watchTiles(config);
+  map.on("movestart", () => {
+    if (!fitting) state.autoView = false;
+  });
+  // The map's box changes with the window, and with a banner above it: Leaflet is told,
+  // and a view the dispatcher has not moved is fitted to the units again.
+  new ResizeObserver(() => {
+    map.invalidateSize();
+    if (state.autoView) fitUnits();
+  }).observe($("#map"));
+  probe.view = () => {
+    const b = map.getBounds();
+    const size = map.getSize();
+    return { south: b.getSouth(), west: b.getWest(), north: b.getNorth(), east: b.getEast(), width: size.x, height: size.y, centre: map.getCenter() };
+  };
   map.on("click", (e) => {
     if (state.picking) setIncident(e.latlng.lat, e.latlng.lng);
   });
@@ -147,7 +167,10 @@ async function loadUnits() {
   state.loading = null;
   for (const ev of held) applyEvent(ev);
   fillFilterOptions();
-  if (first) fitUnits();
+  if (first) {
+    fitUnits();
+    restoreDispatch();
+  } else scheduleNearest();
   scheduleList();
   requestAnimationFrame(() => {
     if (first) probe.markersDrawnAt = performance.now();
@@ -155,9 +178,17 @@ async function loadUnits() {
   });
 }
 
+let fitting = false;
 function fitUnits() {
-  const points = [...units.values()].filter((u) => u.position).map((u) => [u.position.lat, u.position.lon]);
-  if (points.length) map.fitBounds(points, { padding: [40, 40], maxZoom: 15 });
+  const points = [...units.values()].filter((u) => u.position && matches(u)).map((u) => [u.position.lat, u.position.lon]);
+  if (!points.length) return;
+  fitting = true;
+  try {
+    map.fitBounds(points, { padding: [40, 40], maxZoom: 15, animate: false });
+  } finally {
+    fitting = false;
+  }
+  state.autoView = true;
 }
 
 function connectStream() {
@@ -187,10 +218,23 @@ function connectStream() {
 
 function setStream(s) {
   probe.stream = s;
+  if (s === "lost" && state.oldSince === null && probe.ready) state.oldSince = serverNow();
+  if (s === "ok") state.oldSince = null;
+  drawDataOld();
   const el = $("#stream-state");
   el.dataset.state = s;
   el.className = `stream ${s}`;
   el.textContent = t(`stream_${s}`);
+}
+
+// While the stream is lost the list and the markers are greyed, and a banner says since
+// when what they show is old; it goes when the stream is back (and the units reloaded).
+function drawDataOld() {
+  const old = state.oldSince !== null;
+  document.body.classList.toggle("data-old", old);
+  const el = $("#data-old");
+  el.hidden = !old;
+  el.textContent = old ? t("data_old", { time: wibWhen(state.oldSince, serverNow()) }) : "";
 }
 
 function applyEvent(ev) {
@@ -212,6 +256,7 @@ function upsert(view) {
   if (state.selected === u.unit_id) drawDetail(u, before);
   if (state.pending && state.pending.unit_id === u.unit_id) drawAssignState();
   if (!before || before.emergency !== u.emergency) drawEmergencies();
+  if (state.incident && nearestMayChange(before, u)) scheduleNearest();
   scheduleList();
 }
 
@@ -268,8 +313,8 @@ function drawRow(u) {
   const why = shown === "decommissioned" ? `${t("f_since")} ${wibWhen(u.decommissioned_at, serverNow())}` : statusLabel(u.status);
   tr.innerHTML =
     `<td>${badge(shown)}</td>` +
-    `<td class="callsign">${escape(u.callsign || u.unit_id)}${u.agency ? ` <small>${escape(u.agency)}</small>` : ""}</td>` +
-    `<td>${escape(t("kind_" + u.kind))}</td>` +
+    `<td class="callsign" title="${escape(u.agency || "")}"><span class="cs">${escape(u.callsign || u.unit_id)}</span>` +
+    `<small>${escape(t("kind_" + u.kind))}</small></td>` +
     `<td class="availability">${escape(t("av_" + shown))} <small>${escape(why)}</small>${flags}</td>` +
     `<td class="age">${escape(fixAge(u, serverNow()))}</td>`;
   tr.hidden = !matches(u);
@@ -547,7 +592,7 @@ async function unitAction(unitId, action, body = {}) {
   try {
     const reply = await api("POST", `/units/${encodeURIComponent(unitId)}/${action}`, body);
     if (reply && reply.unit) upsert(reply.unit);
-    toast(t("done"));
+    toastKey("done");
     return reply;
   } catch (err) {
     report(err);
@@ -555,14 +600,48 @@ async function unitAction(unitId, action, body = {}) {
   }
 }
 
-async function assign(unitId) {
+// One click assigns an available unit. The gateway refuses one that is not (409
+// not_available: already assigned, busy, offline...) unless the dispatcher confirms,
+// with a reason, that it is meant: the page asks for it and sends it as override_reason.
+async function assign(unitId, overrideReason) {
   if (!state.incident || !can("dispatch")) return;
   const { lat, lon } = state.incident;
-  const reply = await unitAction(unitId, "assign", { lat, lon, kind: $("#inc-kind").value, note: $("#inc-note").value });
-  if (reply) {
-    state.pending = { unit_id: unitId, action_id: reply.action_id };
-    drawAssignState();
+  const body = { lat, lon, kind: $("#inc-kind").value, note: $("#inc-note").value };
+  if (overrideReason) body.override_reason = overrideReason;
+  let reply;
+  try {
+    reply = await api("POST", `/units/${encodeURIComponent(unitId)}/assign`, body);
+  } catch (err) {
+    if (err instanceof ApiError && err.code === "not_available") return askOverride(unitId);
+    return report(err);
   }
+  closeOverride();
+  upsert(reply.unit);
+  toastKey("done");
+  state.pending = { unit_id: unitId, action_id: reply.action_id };
+  drawAssignState();
+  scheduleNearest(0);
+}
+
+function askOverride(unitId) {
+  state.override = { unit_id: unitId };
+  drawOverride();
+  $("#override").hidden = false;
+  $("#override-reason").value = "";
+  $("#override-reason").focus();
+}
+
+function drawOverride() {
+  const o = state.override;
+  const u = o && units.get(o.unit_id);
+  if (!u) return;
+  $("#override").dataset.unit = u.unit_id;
+  $("#override-ask").textContent = t("override_ask", { unit: u.callsign || u.unit_id, availability: t("av_" + look(u)) });
+}
+
+function closeOverride() {
+  state.override = null;
+  $("#override").hidden = true;
 }
 
 function drawAssignState() {
@@ -583,51 +662,159 @@ function drawAssignState() {
 
 // ---- incidents and the nearest units ----------------------------------------------------------
 
-function setIncident(lat, lon) {
+function setIncident(lat, lon, keepRoute = false) {
   if (!Number.isFinite(lat) || !Number.isFinite(lon) || Math.abs(lat) > 90 || Math.abs(lon) > 180) {
-    return toast(t("bad_coords"));
+    return toastKey("bad_coords");
   }
   state.picking = false;
   $("#map").classList.remove("picking");
   state.incident = { lat, lon };
+  if (!keepRoute) showRoute(null);
   $("#inc-lat").value = lat.toFixed(5);
   $("#inc-lon").value = lon.toFixed(5);
   const icon = L.divIcon({ className: "incident-icon", html: "<div class=\"incident\">✚</div>", iconSize: [30, 30], iconAnchor: [15, 15] });
   if (incidentMarker) incidentMarker.setLatLng([lat, lon]);
   else incidentMarker = L.marker([lat, lon], { icon, zIndexOffset: 2000 }).addTo(map);
+  saveDispatch();
   findNearest();
   const u = state.selected && units.get(state.selected);
   if (u) drawActions(u);
+}
+
+// The marked incident lives in this tab's sessionStorage, so a reload keeps it; the
+// assignment the dispatcher made lives on the gateway (each unit's `assignment` says
+// who made it), so a reload, or another browser, shows "waiting for the crew" again.
+const SAVED = "siaga.incident";
+function saveDispatch() {
+  if (!state.incident) return sessionStorage.removeItem(SAVED);
+  const { lat, lon } = state.incident;
+  sessionStorage.setItem(SAVED, JSON.stringify({ lat, lon, kind: $("#inc-kind").value, note: $("#inc-note").value }));
+}
+
+function restoreDispatch() {
+  const mine = [...units.values()]
+    .filter((u) => u.assignment && (!session.user || u.assignment.assigned_by === session.user))
+    .sort((a, b) => b.assignment.assigned_at - a.assignment.assigned_at)[0];
+  if (mine) state.pending = { unit_id: mine.unit_id, action_id: mine.assignment.id };
+  drawAssignState();
+  let saved = null;
+  try {
+    saved = JSON.parse(sessionStorage.getItem(SAVED) || "null");
+  } catch (err) {
+    saved = null;
+  }
+  const incident = saved || (mine && mine.assignment);
+  if (!incident || !Number.isFinite(incident.lat) || !Number.isFinite(incident.lon)) return;
+  if ([...$("#inc-kind").options].some((o) => o.value === incident.kind)) $("#inc-kind").value = incident.kind;
+  $("#inc-note").value = incident.note || "";
+  setIncident(incident.lat, incident.lon);
+}
+
+// Whether a unit's change may change the nearest list: its availability changed, or it
+// is in the list (it moved, its fix aged), or it could now enter it.
+function nearestMayChange(before, u) {
+  if (!before || before.availability !== u.availability || before.decommissioned_at !== u.decommissioned_at) return true;
+  if (u.availability !== "available") return false;
+  return !before.position || !u.position || before.position.lat !== u.position.lat || before.position.lon !== u.position.lon;
+}
+
+// The list follows every change, at most one request in flight and one waiting.
+const NEAREST_GAP_MS = 400;
+let nearestTimer = null;
+let nearestAsked = 0;
+function scheduleNearest(delay = NEAREST_GAP_MS) {
+  if (!state.incident) return;
+  drawNearest(); // a unit no longer available leaves the list at once
+  if (nearestTimer !== null && delay > 0) return;
+  clearTimeout(nearestTimer);
+  nearestTimer = setTimeout(() => {
+    nearestTimer = null;
+    findNearest();
+  }, delay);
 }
 
 async function findNearest() {
   if (!state.incident) return;
   const { lat, lon } = state.incident;
   const kind = $("#inc-kind").value;
+  const asked = ++nearestAsked;
   let near;
   try {
-    near = await api("GET", `/nearest?lat=${lat}&lon=${lon}&incident_kind=${kind}&limit=8`);
+    near = await api("GET", `/nearest?lat=${lat}&lon=${lon}&incident_kind=${encodeURIComponent(kind)}&limit=8&route=true`);
   } catch (err) {
     return report(err);
   }
+  if (asked !== nearestAsked || !state.incident || state.incident.lat !== lat || state.incident.lon !== lon) return;
+  state.near = near;
+  probe.nearestAt = (probe.nearestAt || 0) + 1;
+  drawNearest();
+  if (state.route) showRoute(state.route);
+}
+
+// A candidate is still offered only while the page knows it available.
+function offered() {
+  return state.near.filter((c) => {
+    const u = units.get(c.unit_id);
+    return !u || (u.availability === "available" && u.decommissioned_at == null);
+  });
+}
+
+function candidateHtml(c, now) {
+  const u = units.get(c.unit_id) || c;
+  const road = c.method === "road" && c.eta_min != null;
+  const how = road
+    ? `<span class="eta">${escape(t("eta", { min: Math.max(1, Math.round(c.eta_min)) }))}</span> · ` +
+      `<span class="road-km">${escape(t("road_km", { km: (c.road_m / 1000).toFixed(1) }))}</span>`
+    : `<span class="straight" title="${escape(t("straight_title"))}">${escape(t("straight"))}</span> ${distance(c.distance_m)}`;
+  const fix = u.position || c.position;
+  return (
+    `<li data-unit="${escape(c.unit_id)}" data-method="${escape(c.method)}" class="${state.route === c.unit_id ? "selected" : ""}" tabindex="0" title="${escape(t("show_route"))}">` +
+    `${badge(u.availability)} <b>${escape(u.callsign || u.unit_id)}</b> <small>${escape(t("kind_" + u.kind))}</small><br>` +
+    `${how} · ${t("pos_age")} <span class="near-age" data-unit="${escape(c.unit_id)}">${age(now - fix.fix_time)}</span>` +
+    (can("dispatch") ? ` <button type="button" data-assign="${escape(c.unit_id)}" class="primary">${escape(t("assign"))}</button>` : "") +
+    `</li>`
+  );
+}
+
+function drawNearest() {
+  if (!state.incident) {
+    $("#nearest").innerHTML = "";
+    return;
+  }
   const now = serverNow();
-  $("#nearest").innerHTML = near.length
-    ? near
-        .map(
-          (u) =>
-            `<li data-unit="${escape(u.unit_id)}">${badge(u.availability)} <b>${escape(u.callsign || u.unit_id)}</b> ` +
-            `<small>${escape(t("kind_" + u.kind))}</small> · ${t("distance")} ${distance(u.distance_m)} · ${t("pos_age")} ${age(now - u.position.fix_time)} ` +
-            (can("dispatch") ? `<button type="button" data-assign="${escape(u.unit_id)}" class="primary">${escape(t("assign"))}</button>` : "") +
-            `</li>`,
-        )
-        .join("")
+  const list = offered();
+  if (state.route && !list.some((c) => c.unit_id === state.route)) showRoute(null);
+  $("#nearest").innerHTML = list.length
+    ? list.map((c) => candidateHtml(c, now)).join("")
     : `<li class="empty">${escape(t("no_nearest"))}</li>`;
+}
+
+// The selected candidate's way to the incident: by road as the gateway found it, or the
+// straight line (dashed) for a unit the roads do not reach or when there is no road map.
+function showRoute(unitId) {
+  state.route = unitId;
+  routeLayer.clearLayers();
+  for (const li of document.querySelectorAll("#nearest li[data-unit]")) li.classList.toggle("selected", li.dataset.unit === unitId);
+  const c = unitId && state.near.find((x) => x.unit_id === unitId);
+  if (!c || !state.incident) return;
+  const from = (units.get(c.unit_id) || c).position || c.position;
+  const latlngs = c.route // without a road map the gateway gives none: the straight line
+    ? c.route.coordinates.map(([lon, lat]) => [lat, lon])
+    : [[from.lat, from.lon], [state.incident.lat, state.incident.lon]];
+  const straight = c.method !== "road";
+  L.polyline(latlngs, {
+    color: straight ? "#555" : "#0b7285",
+    weight: 5,
+    opacity: 0.85,
+    dashArray: straight ? "8 8" : null,
+    className: `route ${straight ? "route-straight" : "route-road"}`,
+  }).addTo(routeLayer);
 }
 
 function startPicking() {
   state.picking = true;
   $("#map").classList.add("picking");
-  toast(t("pick_point"));
+  toastKey("pick_point");
 }
 
 // ---- emergencies ------------------------------------------------------------------------------
@@ -637,7 +824,7 @@ function drawEmergencies() {
   $("#emergencies").innerHTML = open
     .map(
       (u) =>
-        `<div class="emergency" data-unit="${escape(u.unit_id)}"><span class="siren">‼</span> ` +
+        `<div class="emergency" data-unit="${escape(u.unit_id)}" title="${escape(u.callsign || u.unit_id)}"><span class="siren">‼</span> ` +
         `${escape(t("emergency_banner", { unit: u.callsign || u.unit_id, time: wib(u.emergency.since) }))} ` +
         (can("dispatch") ? `<button type="button" data-ack="${escape(u.unit_id)}">${escape(t("ack"))} (e)</button>` : "") +
         `</div>`,
@@ -664,7 +851,7 @@ function beep() {
     audio = audio || new AudioContext();
     if (audio.state === "suspended") {
       audio.resume();
-      toast(t("sound_blocked")); // the browser waits for a touch on the page
+      toastKey("sound_blocked"); // the browser waits for a touch on the page
     }
     [880, 660].forEach((freq, i) => {
       const osc = audio.createOscillator();
@@ -681,6 +868,14 @@ function beep() {
   }
 }
 
+function centreOn(unitId) {
+  const u = units.get(unitId);
+  if (!u) return;
+  select(unitId);
+  if (u.position) map.setView([u.position.lat, u.position.lon], Math.max(map.getZoom(), 15));
+  rows.get(unitId)?.scrollIntoView({ block: "nearest" });
+}
+
 function ackOldest() {
   const first = $("#emergencies [data-ack]");
   if (first) unitAction(first.dataset.ack, "ack-emergency");
@@ -688,12 +883,19 @@ function ackOldest() {
 
 // ---- the rest of the page ----------------------------------------------------------------------
 
-function toast(message) {
+function toast(message, key = null, params = {}) {
   const el = $("#toast");
   el.textContent = message;
+  el.dataset.key = key || "";
+  toast.params = params;
   el.hidden = false;
   clearTimeout(toast.timer);
   toast.timer = setTimeout(() => (el.hidden = true), 4000);
+}
+
+// A message of the page's own, said again in the other language if it is switched while shown.
+function toastKey(key, params = {}) {
+  toast(t(key, params), key, params);
 }
 
 function report(err) {
@@ -742,12 +944,16 @@ function switchLanguage() {
   orderList();
   drawEmergencies();
   drawAssignState();
+  drawDataOld();
+  drawOverride();
+  drawNearest();
   const u = state.selected && units.get(state.selected);
   if (u) {
     drawDetail(u);
     drawDevice(u.device, u);
   }
-  if (state.incident) findNearest();
+  const shown = $("#toast");
+  if (!shown.hidden && shown.dataset.key) shown.textContent = t(shown.dataset.key, toast.params);
 }
 
 function tick() {
@@ -761,6 +967,10 @@ function tick() {
   for (const [id, tr] of rows) {
     const td = tr.querySelector("td.age");
     if (td) td.textContent = fixAge(units.get(id), now);
+  }
+  for (const span of document.querySelectorAll("#nearest .near-age")) {
+    const u = units.get(span.dataset.unit);
+    if (u && u.position) span.textContent = age(now - u.position.fix_time);
   }
 }
 
@@ -778,6 +988,7 @@ function onKey(e) {
   if (e.key === "Escape") {
     if (typing) return e.target.blur();
     if (!$("#help").hidden) return ($("#help").hidden = true);
+    if (!$("#override").hidden) return closeOverride();
     if (state.picking) {
       state.picking = false;
       return $("#map").classList.remove("picking");
@@ -818,14 +1029,31 @@ function bindUi() {
     e.preventDefault();
     setIncident(parseFloat($("#inc-lat").value), parseFloat($("#inc-lon").value));
   });
-  $("#inc-kind").addEventListener("change", findNearest);
+  $("#inc-kind").addEventListener("change", () => {
+    saveDispatch();
+    showRoute(null);
+    findNearest();
+  });
+  $("#inc-note").addEventListener("change", saveDispatch);
   $("#nearest").addEventListener("click", (e) => {
     const b = e.target.closest("[data-assign]");
-    if (b) assign(b.dataset.assign);
+    if (b) return assign(b.dataset.assign);
+    const li = e.target.closest("li[data-unit]");
+    if (li) showRoute(state.route === li.dataset.unit ? null : li.dataset.unit);
   });
+  $("#override").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const why = $("#override-reason").value.trim();
+    if (!why) return toastKey("reason_required");
+    if (state.override) assign(state.override.unit_id, why);
+  });
+  $("#override-cancel").addEventListener("click", closeOverride);
+  // The banner: its button acknowledges; anywhere else selects the unit and centres it.
   $("#emergencies").addEventListener("click", (e) => {
     const b = e.target.closest("[data-ack]");
-    if (b) unitAction(b.dataset.ack, "ack-emergency");
+    if (b) return unitAction(b.dataset.ack, "ack-emergency");
+    const banner = e.target.closest(".emergency[data-unit]");
+    if (banner) centreOn(banner.dataset.unit);
   });
   $("#d-actions").addEventListener("click", (e) => {
     const b = e.target.closest("[data-action]");
@@ -837,7 +1065,7 @@ function bindUi() {
   $("#d-actions").addEventListener("submit", (e) => {
     e.preventDefault();
     const f = e.target;
-    if (!f.reason.value.trim()) return toast(t("reason_required"));
+    if (!f.reason.value.trim()) return toastKey("reason_required");
     unitAction(state.selected, "status", { key: Number(f.key.value), reason: f.reason.value.trim() });
     f.reason.value = "";
   });
