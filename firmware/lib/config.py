@@ -178,8 +178,10 @@ def apply_pushed(cfg, values, version):
 def put_in_force(unit, values, version):
     """Settings pushed by the gateway to `unit`: checked, kept on flash, in force at once;
     refused whole, and logged, when any is bad. (Here, not in unit.py: this module is
-    loaded for a push only.)"""
-    cfg = unit.cfg
+    loaded for a push only.) The unit keeps only the keys it reads after start
+    (startup.py): the whole configuration is read again, the pushed settings put over
+    it, the unit's parts set from it, and the unit's keys refreshed."""
+    cfg = load(lambda message: None)  # said at boot already
     try:
         apply_pushed(cfg, values, version)
     except (ValueError, OSError) as e:
@@ -189,4 +191,7 @@ def put_in_force(unit, values, version):
     unit.fixes.configure(cfg)
     unit.keypad.debounce_ms, unit.keypad.long_press_ms = cfg["debounce_ms"], cfg["long_press_ms"]
     unit.feedback.alarm_ms = cfg["undelivered_alarm_s"] * 1000
+    kept = unit.cfg
+    for k in kept:
+        kept[k] = cfg[k]
     unit.log("settings %d in force: %s" % (version, ", ".join(sorted(values))))

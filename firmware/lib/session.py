@@ -39,8 +39,5 @@ async def open_session(u):
         reader.cancel()  # it would end with the link, its error never read
         raise
     u.link_up = True
-    u.log(
-        "link up: broker %s:%d, session present %s"
-        % (u.cfg["broker_host"], u.cfg["broker_port"], client.session_present)
-    )
+    u.log("link up: broker %s:%d, session present %s" % (client.host, client.port, client.session_present))
     return reader, asyncio.create_task(client.keep_alive()), asyncio.create_task(u.sender(client))

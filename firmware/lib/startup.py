@@ -16,6 +16,28 @@ from outbox import Outbox
 from reporter import ReportPolicy
 from unit import CRITICAL_TASKS, PRESS_SLOTS, Unit
 
+# What the unit reads of its configuration after start (unit.py); the rest is read once,
+# here. Only these stay in the dict the unit keeps: the whole (some 55 keys, lists and
+# strings with them) goes back to the heap. A settings push reads it all again
+# (config.put_in_force) and refreshes these.
+RUN_KEYS = (
+    "_version",
+    "backoff_min_ms",
+    "backoff_max_ms",
+    "confirm_after_s",
+    "report_batch",
+    "telemetry_s",
+    "heap_log_s",
+)
+CELL_KEYS = (  # cellular.py's
+    "sim_pin",
+    "apn",
+    "apn_user",
+    "apn_password",
+    "register_s",
+    "modem_poll_s",
+)
+
 
 def build(board, cfg, log=print):
     """The unit on `board` with the configuration `cfg` (config.load())."""
@@ -68,7 +90,19 @@ def build(board, cfg, log=print):
     u._press_rec = [None] * PRESS_SLOTS
     u._press_first = u._press_count = 0
     u._press_retry = 0  # ticks after which a press that failed is tried again
+    u.cfg = _kept(cfg, u.cell)
     return u
+
+
+def _kept(cfg, cell):
+    """The keys of the configuration read after start, in a dict of their own; shared
+    with the LTE link, so that a settings push reaches both."""
+    kept = {}
+    for k in RUN_KEYS + (CELL_KEYS if cell is not None else ()):
+        kept[k] = cfg[k]
+    if cell is not None:
+        cell.cfg = kept
+    return kept
 
 
 def _client(u, cfg):

@@ -114,3 +114,29 @@ def test_a_setting_the_gateway_took_back_returns_to_the_units_own():
     assert cfg["report_heartbeat_s"] == 120 and cfg["_version"] == 6  # the default
     cfg, _ = _load()  # after a reboot
     assert cfg["report_max_period_s"] == 20 and cfg["report_heartbeat_s"] == 120
+
+
+def test_a_push_reads_the_whole_configuration_again_and_refreshes_the_units_keys():
+    # the unit keeps only the keys it reads after start (startup.py): a value config.json
+    # sets and the push does not name stays in force
+    import fixfilter
+    import reporter
+
+    class Parts:
+        pass
+
+    _write("config.json", '{"unit_id": "amb-01", "report_max_period_s": 60, "telemetry_s": 100}')
+    full, _ = _load()
+    u = Parts()
+    u.cfg = {"_version": 0, "telemetry_s": full["telemetry_s"]}
+    u.policy, u.fixes = reporter.ReportPolicy(full), fixfilter.FixFilter(full)
+    u.keypad, u.feedback = Parts(), Parts()
+    logged = []
+    u.log = logged.append
+    config.put_in_force(u, {"report_heartbeat_s": 90, "telemetry_s": 600}, 1)
+    assert u.policy.max_period == 60 and u.policy.heartbeat == 90  # config.json's; the push's
+    assert u.cfg == {"_version": 1, "telemetry_s": 600}  # refreshed, and no more keys than before
+    assert u.keypad.long_press_ms == 2000 and u.feedback.alarm_ms == 60000
+    assert "settings 1 in force" in logged[-1]
+    config.put_in_force(u, {"report_heartbeat_s": "fast"}, 2)
+    assert "settings 2 refused" in logged[-1] and u.cfg["_version"] == 1
