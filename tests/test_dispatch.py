@@ -258,3 +258,12 @@ def test_concurrent_assignments_of_one_unit_give_it_once(gateway, mqtt_client, u
         )
     assert sorted(answers) == [200, 409, 409, 409]
     assert len(gateway.get(f"/api/v1/assignments?unit_id={unit_id}")[1]) == 1
+
+
+def test_the_openapi_document_lists_the_assignments_409_and_its_override(gateway):
+    doc = httpx.get(gateway.url + "/api/v1/openapi.json").json()
+    assign = doc["paths"]["/api/v1/units/{unit_id}/assign"]["post"]
+    assert "not_available" in assign["responses"]["409"]["description"]
+    body = doc["components"]["schemas"]["AssignIn"]
+    assert body["additionalProperties"] is False and "override_reason" in body["properties"]
+    assert "override_reason" not in body.get("required", [])

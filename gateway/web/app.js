@@ -872,7 +872,7 @@ function centreOn(unitId) {
   const u = units.get(unitId);
   if (!u) return;
   select(unitId);
-  if (u.position) map.setView([u.position.lat, u.position.lon], Math.max(map.getZoom(), 15));
+  if (u.position) map.setView([u.position.lat, u.position.lon], Math.max(map.getZoom(), 15), { animate: false });
   rows.get(unitId)?.scrollIntoView({ block: "nearest" });
 }
 
