@@ -776,14 +776,21 @@ function candidateHtml(c, now) {
   );
 }
 
+// Drawn again only when what it says changes (the ages tick by themselves): a list
+// redrawn under the pointer would swallow the dispatcher's click on "Tugaskan".
+let nearestDrawn = "";
 function drawNearest() {
   if (!state.incident) {
     $("#nearest").innerHTML = "";
+    nearestDrawn = "";
     return;
   }
   const now = serverNow();
   const list = offered();
   if (state.route && !list.some((c) => c.unit_id === state.route)) showRoute(null);
+  const drawn = JSON.stringify([currentLang(), can("dispatch"), state.route, list.map((c) => [c.unit_id, c.method, c.eta_min, c.road_m, c.distance_m, (units.get(c.unit_id) || c).availability])]);
+  if (drawn === nearestDrawn && $("#nearest").children.length) return;
+  nearestDrawn = drawn;
   $("#nearest").innerHTML = list.length
     ? list.map((c) => candidateHtml(c, now)).join("")
     : `<li class="empty">${escape(t("no_nearest"))}</li>`;
