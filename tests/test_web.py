@@ -674,3 +674,18 @@ def test_done_follows_a_language_switch_at_once(gateway, mqtt_client, open_map, 
     page.locator("#lang").click()
     expect(page.locator("#toast")).to_be_visible()
     expect(page.locator("#toast")).to_have_text("Done.")
+
+
+def test_the_nearest_list_follows_the_crews_presses(gateway, mqtt_client, open_map, unit_id):
+    a = place(gateway, mqtt_client, unit_id + "a", (-2.2060, 113.9200))
+    place(gateway, mqtt_client, unit_id + "b", (-2.2100, 113.9200))
+    page = open_map("viewer")
+    mark_incident(page, INCIDENT)
+    listed = page.locator("#nearest li[data-unit]")
+    expect(listed).to_have_count(2)
+    a.press(3)  # en route elsewhere: busy, no longer offered
+    expect(page.locator(f'#nearest li[data-unit="{unit_id}a"]')).to_have_count(0)
+    expect(listed).to_have_count(1)
+    a.press(2)  # back at the station: offered again, nearest first
+    expect(listed).to_have_count(2)
+    expect(listed.first).to_have_attribute("data-unit", unit_id + "a")
