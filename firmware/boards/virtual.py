@@ -10,6 +10,7 @@
 #               "H fill MS"      fault injection: take every block of the heap and hold
 #                                them MS ms (0: for good, a leak), to prove that the unit
 #                                lives through a full heap (docs/firmware-memory.md)
+#                                (fault injection is boards/vfaults.py, loaded when asked)
 #          out: "L <key> <off|on|blink|error>"  a key's LED
 #               "B <1|0>"        buzzer
 #               "W"              the watchdog is fed (the simulator resets the unit
@@ -24,6 +25,7 @@ import os
 import time
 
 from boards.base import Board
+from heap import borrow
 
 
 def _paths():
@@ -103,26 +105,8 @@ class VirtualBoard(Board):
             self._supply = round(float(parts[1]), 1)
         elif parts == [b"P", b"0"]:
             unit.shutdown()
-        elif parts == [b"H", b"busy"]:
-            while True:  # a task that never yields: nothing else runs, nothing feeds
-                pass
-        elif parts == [b"H", b"stall"]:
-            unit.stall_keys = True
-        elif len(parts) == 3 and parts[:2] == [b"H", b"fill"]:
-            asyncio.create_task(self._fill(int(parts[2])))
-
-    async def _fill(self, hold_ms):
-        hog = []  # blocks of every size down to the smallest, until the heap is full
-        size = 1024
-        while size >= 16:
-            try:
-                hog.append(bytearray(size))
-            except MemoryError:
-                size //= 2
-        while not hold_ms:
-            await asyncio.sleep_ms(3600000)  # a leak: held for good
-        await asyncio.sleep_ms(hold_ms)
-        hog = None  # noqa: F841 (given back)
+        elif parts and parts[0] == b"H":  # fault injection, for the tests: loaded when asked
+            borrow("boards.vfaults").inject(parts, unit)
 
     async def _feed(self, unit):
         while True:

@@ -14,7 +14,9 @@ import gc
 import sys
 import time
 
-QUIET_MS = 60000  # a minute without a failure ends a run of them
+from micropython import const
+
+_QUIET_MS = const(60000)  # a minute without a failure ends a run of them
 
 
 def borrow(name):
@@ -70,12 +72,12 @@ class Heap:
     def failed(self):
         """An allocation failed: the reserve goes back to the heap. True when failures
         have gone on for longer than reset_ms (at least 3 of them, none more than
-        QUIET_MS after the one before): the heap is not coming back, time for the last
+        _QUIET_MS after the one before): the heap is not coming back, time for the last
         resort. A burst that passes (a message too large, a spike) is only counted."""
         self.reserve = None
         self.failures += 1
         now = time.ticks_ms()
-        if self._first is None or time.ticks_diff(now, self._last) > QUIET_MS:
+        if self._first is None or time.ticks_diff(now, self._last) > _QUIET_MS:
             self._first, self._count = now, 0
         self._last = now
         self._count += 1

@@ -16,7 +16,9 @@ import struct
 import sys
 import time
 
-ACK_POLL_MS = 20  # the longest step while waiting for an acknowledgement
+from micropython import const
+
+_ACK_POLL_MS = const(20)  # the longest step while waiting for an acknowledgement
 
 
 class MQTTError(OSError):
@@ -251,7 +253,7 @@ class MQTTClient:
             await self._write(header, topic, pid if topic is not None else 0, body)
             w = self._writer
             deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
-            step = 1  # ms: a quick ack is seen at once, a slow link polled every ACK_POLL_MS
+            step = 1  # ms: a quick ack is seen at once, a slow link polled every _ACK_POLL_MS
             while waiting[pid] is None:
                 left = time.ticks_diff(deadline, time.ticks_ms())
                 if w is None or w is not self._writer:
@@ -260,7 +262,7 @@ class MQTTClient:
                     self.close()
                     raise MQTTError("no acknowledgement of packet %d within %d ms" % (pid, timeout_ms))
                 await asyncio.sleep_ms(min(step, left))  # polled: nothing allocated to wait
-                step = min(step * 2, ACK_POLL_MS)
+                step = min(step * 2, _ACK_POLL_MS)
             return waiting[pid]
         finally:
             del waiting[pid]

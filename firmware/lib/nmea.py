@@ -64,6 +64,8 @@
 
 try:
     from time import ticks_ms
+
+    from micropython import const
 except ImportError:  # CPython
 
     def ticks_ms():
@@ -71,16 +73,19 @@ except ImportError:  # CPython
 
         return int(monotonic() * 1000)
 
+    def const(value):
+        return value
+
 
 KNOT = 1852 / 3600  # m/s per knot
 
 # Sentence types as the 24-bit int of their three letters: compared without
-# slicing or allocating.
-_RMC = 0x524D43
-_GGA = 0x474741
-_GSA = 0x475341
-_VTG = 0x565447
-_KEYS = (_RMC, _GGA, _GSA, _VTG)
+# slicing or allocating. (const: in MicroPython they cost the heap no global, no qstr.)
+_RMC = const(0x524D43)
+_GGA = const(0x474741)
+_GSA = const(0x475341)
+_VTG = const(0x565447)
+_KEYS = const((_RMC, _GGA, _GSA, _VTG))
 
 
 def days_from_civil(y, m, d):

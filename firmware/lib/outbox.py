@@ -6,10 +6,10 @@
 #
 # On flash: a folder of segment files, ob/00000001.log, ob/00000002.log, ... Each boot
 # appends to a segment of its own (so a torn tail can only be at the end of an older
-# segment), and a segment that grows past SEGMENT_BYTES is closed for a new one. A
+# segment), and a segment that grows past _SEGMENT_BYTES is closed for a new one. A
 # segment is a sequence of frames:
 #     0xA5, kind, body length, CRC-32 of (kind, length, body) little-endian, body
-#     kind 'S' status  body >HIBIHii: boot, seq, key, t, ms, lat*1e7, lon*1e7 (NO_POS: none)
+#     kind 'S' status  body >HIBIHii: boot, seq, key, t, ms, lat*1e7, lon*1e7 (_NO_POS: none)
 #     kind 'P' position body: the 29-byte wire record (docs/protocol.md), `sent` set at send
 #     kind 'A' acknowledged body: (boot u16, first seq u32, last seq u32) ranges
 # A torn or corrupt frame (power cut mid-write) fails its CRC: it is skipped, counted in
@@ -36,28 +36,31 @@ import binascii
 import os
 import struct
 
+from micropython import const
+
 import wire
 
-MAGIC = 0xA5
-HEADER = 7
+# (a name that starts with _ and is a const() costs the heap nothing: no global, no qstr)
+_MAGIC = const(0xA5)
+_HEADER = const(7)
 STATUS = ord("S")
 POSITION = ord("P")
 ACKED = ord("A")
 STATUS_FMT = ">HIBIHii"
 RANGE_FMT = ">HII"
-NO_POS = 0x7FFFFFFF
-SEGMENT_BYTES = 8192
-ENOSPC = 28
+_NO_POS = const(0x7FFFFFFF)
+_SEGMENT_BYTES = const(8192)
+_ENOSPC = const(28)
 
 
 def _frame(kind, body):
     head = bytes((kind, len(body)))
     crc = binascii.crc32(body, binascii.crc32(head)) & 0xFFFFFFFF
-    return bytes((MAGIC,)) + head + struct.pack("<I", crc) + body
+    return bytes((_MAGIC,)) + head + struct.pack("<I", crc) + body
 
 
 def _good(head, body):
-    if len(head) < HEADER or head[0] != MAGIC or len(body) != head[2]:
+    if len(head) < _HEADER or head[0] != _MAGIC or len(body) != head[2]:
         return False
     crc = binascii.crc32(body, binascii.crc32(head[1:3])) & 0xFFFFFFFF
     return struct.unpack_from("<I", head, 3)[0] == crc
@@ -72,10 +75,10 @@ def _frames(path, pos=0, where=None):
         bad = False
         while True:
             f.seek(pos)
-            head = f.read(HEADER)
+            head = f.read(_HEADER)
             if not head:
                 return
-            body = f.read(head[2]) if len(head) == HEADER else b""
+            body = f.read(head[2]) if len(head) == _HEADER else b""
             if not _good(head, body):
                 if not bad:
                     yield None, pos
@@ -83,7 +86,7 @@ def _frames(path, pos=0, where=None):
                 pos += 1
                 continue
             bad = False
-            pos += HEADER + len(body)
+            pos += _HEADER + len(body)
             if where is not None:
                 where[0] = pos
             yield head[1], body
@@ -221,7 +224,7 @@ class Outbox:
                 return self._write(frame)
             except OSError as e:
                 self.write_errors += 1
-                if e.args[0] != ENOSPC:
+                if e.args[0] != _ENOSPC:
                     raise
                 import outbox_room
 
@@ -230,7 +233,7 @@ class Outbox:
 
     def _write(self, frame):
         seg = self.segments[-1] if self.segments else None
-        if seg is None or seg.number != self._mine or seg.size + len(frame) > SEGMENT_BYTES:
+        if seg is None or seg.number != self._mine or seg.size + len(frame) > _SEGMENT_BYTES:
             self._new_segment(seg.number + 1 if seg else 1)
             seg = self.segments[-1]
         elif self._file is None:  # a write failed: this boot's segment goes on
@@ -295,7 +298,7 @@ class Outbox:
         self._make_room()
         try:
             if not self._journal():  # statuses first: a position takes no room they need
-                raise OSError(ENOSPC)
+                raise OSError(_ENOSPC)
             seg = self._append(POSITION, record)
         except OSError:
             self.dropped["position"] += 1
@@ -466,22 +469,22 @@ def sending(record, sent, buf=None, off=0):
 
 def status_record(boot, seq, key, t, ms, lat=None, lon=None):
     """A press as the outbox keeps it: (boot, seq, key, t, ms, lat, lon), lat and lon in
-    1e-7 degrees (NO_POS: no position)."""
+    1e-7 degrees (_NO_POS: no position)."""
     return (
         boot,
         seq,
         key,
         t,
         ms,
-        NO_POS if lat is None else int(round(lat * 1e7)),
-        NO_POS if lon is None else int(round(lon * 1e7)),
+        _NO_POS if lat is None else int(round(lat * 1e7)),
+        _NO_POS if lon is None else int(round(lon * 1e7)),
     )
 
 
 def status_payload(rec, sent):
     boot, seq, key, t, ms, lat, lon = rec
     fields = {"key": key, "t": t, "ms": ms, "sent": sent}
-    if lat != NO_POS:
+    if lat != _NO_POS:
         fields["lat"] = lat / 1e7
         fields["lon"] = lon / 1e7
     return wire.encode_json("status", boot, seq, **fields)

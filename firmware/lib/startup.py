@@ -3,6 +3,8 @@
 # should not hold the heap for the unit's whole life (docs/firmware-memory.md).
 import time
 
+from micropython import const
+
 import wire
 from clock import Clock
 from feedback import Feedback
@@ -20,23 +22,20 @@ from unit import CRITICAL_TASKS, PRESS_SLOTS, Unit
 # here. Only these stay in the dict the unit keeps: the whole (some 55 keys, lists and
 # strings with them) goes back to the heap. A settings push reads it all again
 # (config.put_in_force) and refreshes these.
-RUN_KEYS = (
-    "_version",
-    "backoff_min_ms",
-    "backoff_max_ms",
-    "confirm_after_s",
-    "report_batch",
-    "telemetry_s",
-    "heap_log_s",
+_RUN_KEYS = const(
+    (
+        "_version",
+        "backoff_min_ms",
+        "backoff_max_ms",
+        "confirm_after_s",
+        "report_batch",
+        "telemetry_s",
+        "heap_log_s",
+    )
 )
-CELL_KEYS = (  # cellular.py's
-    "sim_pin",
-    "apn",
-    "apn_user",
-    "apn_password",
-    "register_s",
-    "modem_poll_s",
-)
+_CELL_KEYS = const(
+    ("sim_pin", "apn", "apn_user", "apn_password", "register_s", "modem_poll_s")
+)  # cellular.py's
 
 
 def build(board, cfg, log=print):
@@ -98,7 +97,7 @@ def _kept(cfg, cell):
     """The keys of the configuration read after start, in a dict of their own; shared
     with the LTE link, so that a settings push reaches both."""
     kept = {}
-    for k in RUN_KEYS + (CELL_KEYS if cell is not None else ()):
+    for k in _RUN_KEYS + (_CELL_KEYS if cell is not None else ()):
         kept[k] = cfg[k]
     if cell is not None:
         cell.cfg = kept

@@ -9,6 +9,8 @@ import gc
 import random
 import time
 
+from micropython import const
+
 import wire
 from heap import Restart, borrow
 from outbox import sending, status_payload, status_record
@@ -18,7 +20,7 @@ LINK_ERRORS = (OSError, EOFError, asyncio.TimeoutError)
 # the link task waits at most a publish time-out or a backoff between its beats.
 CRITICAL_TASKS = {"keys": 5000, "housekeeping": 5000, "link": 60000}
 PRESS_SLOTS = 8  # presses noted, not yet in the outbox (only while the heap is starved)
-RETRY_MS = 200  # a task that ran out of heap waits this long before it tries again
+_RETRY_MS = const(200)  # a task that ran out of heap waits this long before it tries again
 
 
 class Unit:
@@ -54,12 +56,12 @@ class Unit:
 
     def _take_presses(self):
         """Each noted press into the outbox, oldest first; one that runs out of heap stays
-        noted, with its record (so its seq), and is tried again RETRY_MS later."""
+        noted, with its record (so its seq), and is tried again _RETRY_MS later."""
         while self._press_count:
             try:
                 self._record(self._press_first)
             except MemoryError:
-                self._press_retry = time.ticks_add(time.ticks_ms(), RETRY_MS)
+                self._press_retry = time.ticks_add(time.ticks_ms(), _RETRY_MS)
                 self.out_of_memory("keys")
                 return
 
@@ -314,7 +316,7 @@ class Unit:
             except MemoryError:  # a link it broke is closed: the next publish ends the session
                 self.out_of_memory("sender")
                 self.outbox.rewind()
-                await asyncio.sleep_ms(RETRY_MS)
+                await asyncio.sleep_ms(_RETRY_MS)
                 continue
             self.outbox.flush()
             self.wake = False
