@@ -3,6 +3,8 @@
 (bench/memory.py): a drive without a gateway, a compressed shift with outages, and the
 heap filled on purpose. Nothing here is a wall-clock figure."""
 
+import re
+
 from bench.memory import (
     drives_without_gateway,
     fill_heap,
@@ -12,9 +14,15 @@ from bench.memory import (
     telemetry,
 )
 from bench.unit import heap_stats, live_report_bytes, run_drive, stored
+from provisioning import image
 from simulators.gateway_process import wait_until
+from simulators.vunit import run_micropython
 
 CAP = 96 * 1024
+POOLS = 5  # the unix port's first five qstr pools hold 620 names; the sixth costs 7 KB
+# what a unit loads after start, now and then: each session, its telemetry, a settings
+# push, a full flash
+LOADED_LATER = ("session", "mqtt_connect", "telemetry", "orders", "config", "outbox_room")
 
 
 def test_a_drive_under_a_96k_heap_with_a_gateway(tmp_path, broker, gateway, unit_id):
@@ -94,3 +102,24 @@ def test_a_board_on_a_serial_port_resets_into_its_firmware_not_its_repl(tmp_path
         assert "unit: reset (memory)" in board.lines
     finally:
         board.stop()
+
+
+def test_the_names_a_unit_interns_fit_the_qstr_pools_it_starts_with(tmp_path):
+    """Built as main.py builds it, then with all it loads later: every name it interned
+    still in the first five pools (docs/firmware-memory.md, "Interned names")."""
+    image.build(tmp_path)
+    (tmp_path / "config.json").write_text('{"unit_id": "amb-01", "broker_port": 1}')
+    main = (tmp_path / "main.py").read_text()
+    assert main.rstrip().endswith("\nmain()")
+    later = "".join(f"borrow({name!r})\n" for name in LOADED_LATER)
+    script = (
+        main.rstrip()[: -len("main()")]
+        + f"unit = _build()\nfrom heap import borrow\n{later}micropython.qstr_info()\n"
+    )
+    (tmp_path / "names.py").write_text(script)
+    env = {"SIAGA_VBOARD": "gnss=/dev/null,panel=/dev/null"}
+    run = run_micropython(["names.py"], tmp_path, heap="96K", env=env)
+    assert run.returncode == 0, run.stderr.decode() + run.stdout.decode()
+    pools, names = map(int, re.search(rb"n_pool=(\d+), n_qstr=(\d+)", run.stdout).groups())
+    print(f"qstrs: {names} in {pools} pools")
+    assert pools <= POOLS, names
