@@ -387,7 +387,10 @@ class Unit:
                 await client.disconnect()
             except LINK_ERRORS:
                 pass
-        self.log_stats()
+        try:
+            self.log_stats()  # telemetry.py, loaded for it: it takes heap
+        except MemoryError:  # the figures are lost, not the goodbye
+            pass
         self.log("shut down")
         raise SystemExit(0)
 
