@@ -18,7 +18,7 @@ import random
 from gateway.roads import E7, RoadGraphError, read_graph
 
 from .geo import to_latlon, to_xy
-from .route import ACCEL, BRAKE, TURN_SPEED, Mover
+from .route import BRAKE, TURN_SPEED, Mover
 
 STRAIGHT_DEG = 25.0  # a change of heading smaller than this at a node is no turn
 RED_LIGHT = 0.2  # the chance of a red light at a turn
@@ -123,13 +123,7 @@ class RoadMover(Mover):
         return target
 
     def _advance(self, dt):
-        target = self._target_speed()
-        if self.speed < target:
-            self.speed = min(target, self.speed + ACCEL * dt)
-        else:
-            self.speed = max(target, self.speed - BRAKE * dt)
-        self.speed = max(self.speed, 1.0)
-        move = self.speed * dt
+        move = self._speed_toward(self._target_speed(), dt)
         path = self.path  # drive_to (another thread) may put a new one in its place
         while path and move > 0:
             px, py, node, _, turn = path[0]

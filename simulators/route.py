@@ -86,16 +86,20 @@ class Mover:
         v_corner = self._corner_speed()
         return min(self.cruise, math.sqrt(v_corner**2 + 2 * BRAKE * dist))
 
-    def _advance(self, dt):
-        tx, ty = self.path[0]
-        dist = math.hypot(tx - self.x, ty - self.y)
-        target = self._target_speed(dist)
+    def _speed_toward(self, target, dt):
+        """Accelerate or brake toward `target` m/s for `dt` s (never below a crawl): the
+        metres driven."""
         if self.speed < target:
             self.speed = min(target, self.speed + ACCEL * dt)
         else:
             self.speed = max(target, self.speed - BRAKE * dt)
         self.speed = max(self.speed, 1.0)
-        move = self.speed * dt
+        return self.speed * dt
+
+    def _advance(self, dt):
+        tx, ty = self.path[0]
+        dist = math.hypot(tx - self.x, ty - self.y)
+        move = self._speed_toward(self._target_speed(dist), dt)
         if dist > 0:
             self.heading = math.degrees(math.atan2(tx - self.x, ty - self.y)) % 360
         if move >= dist:

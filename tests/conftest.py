@@ -85,3 +85,13 @@ def mqtt_client(broker):
     yield c
     c.loop_stop()
     c.disconnect()
+
+
+def log_in(page, url, name, password):
+    """Open the dispatcher's map at `url` in `page` and log in; returns when it is drawn."""
+    page.goto(url + "/")
+    page.fill("#login-user", name)
+    page.fill("#login-pass", password)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_function("window.__siaga.ready")
+    return page

@@ -12,6 +12,7 @@ import shutil
 
 import httpx
 import pytest
+from conftest import log_in
 from playwright.sync_api import expect, sync_playwright
 
 from gateway.api.basemap import header
@@ -243,11 +244,7 @@ def open_page(browser, gw):
     assert status in (201, 409), body
     ctx = browser.new_context(viewport={"width": 1366, "height": 768})
     page = ctx.new_page()
-    page.goto(gw.url + "/")
-    page.fill("#login-user", "peta")
-    page.fill("#login-pass", PASSWORD)
-    page.click("#login-form button[type=submit]")
-    page.wait_for_function("window.__siaga.ready")
+    log_in(page, gw.url, "peta", PASSWORD)
     return ctx, page
 
 

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import wait_until
+from conftest import log_in, wait_until
 from placed import place
 from playwright.sync_api import expect, sync_playwright
 
@@ -72,11 +72,7 @@ def open_map(browser, gateway):
         ctx = browser.new_context(**{"viewport": {"width": 1920, "height": 1080}, **context})
         contexts.append(ctx)
         page = ctx.new_page()
-        page.goto(gateway.url + "/")
-        page.fill("#login-user", name)
-        page.fill("#login-pass", PASSWORD)
-        page.click("#login-form button[type=submit]")
-        page.wait_for_function("window.__siaga.ready")
+        log_in(page, gateway.url, name, PASSWORD)
         return page
 
     yield open_
@@ -471,11 +467,7 @@ def test_the_map_says_when_the_gateway_is_degraded(browser, tmp_path):
             == 201
         )
         page = browser.new_page()
-        page.goto(gw.url + "/")
-        page.fill("#login-user", "vera")
-        page.fill("#login-pass", PASSWORD)
-        page.click("#login-form button[type=submit]")
-        page.wait_for_function("window.__siaga.ready")
+        log_in(page, gw.url, "vera", PASSWORD)
         expect(page.locator("#degraded")).to_be_hidden()
         own.stop()  # the broker is gone: nothing from any unit can arrive
         expect(page.locator("#degraded")).to_be_visible(timeout=20_000)
@@ -566,11 +558,7 @@ def test_the_nearest_list_gives_eta_and_route_and_never_offers_the_unit_just_ass
     other = page.context.browser.new_context(viewport={"width": 1920, "height": 1080})
     try:  # another browser of the same dispatcher: the gateway knows the assignment
         again = other.new_page()
-        again.goto(gateway.url + "/")
-        again.fill("#login-user", "dispatcher")
-        again.fill("#login-pass", PASSWORD)
-        again.click("#login-form button[type=submit]")
-        again.wait_for_function("window.__siaga.ready")
+        log_in(again, gateway.url, "dispatcher", PASSWORD)
         expect(again.locator("#assign-state")).to_have_attribute("data-unit", same)
         expect(again.locator(".incident")).to_have_count(1)
         expect(again.locator(f'#nearest li[data-unit="{across}"]')).to_be_visible()
