@@ -207,6 +207,7 @@ def screenshot(out=REPO / "docs" / "map.png"):
     """The demo fleet on the demo town's map at 1920x1080: one unit selected with its
     track, an incident with its nearest units, and an emergency's banner."""
     from simulators.fleet import Fleet, demo_specs
+    from simulators.roaddrive import load_graph
 
     with tempfile.TemporaryDirectory(prefix="siaga-shot-") as tmp:
         broker, gw = _setup(tmp, town=True)
@@ -214,7 +215,8 @@ def screenshot(out=REPO / "docs" / "map.png"):
         specs = demo_specs(6)
         for spec in specs:
             gw.register(**spec.registration())
-        fleet = Fleet(specs, Path(tmp), ("127.0.0.1", broker.port), crews=False).start()
+        roads = load_graph(Path(tmp) / "gateway")  # the units drive on the town's streets
+        fleet = Fleet(specs, Path(tmp), ("127.0.0.1", broker.port), crews=False, roads=roads).start()
         try:
             wait_until(lambda: all(u["position"] for u in gw.get("/api/v1/units")[1]), 60, what="positions")
             _stage(fleet, gw, specs)
