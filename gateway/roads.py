@@ -18,7 +18,6 @@ road); the way from the position to that node counts at ACCESS_KMH. Beyond SNAP_
 by road and an incident falls back to straight-line distance.
 """
 
-import bisect
 import heapq
 import logging
 import math
@@ -31,6 +30,7 @@ import zlib
 from array import array
 
 from . import roadspeeds
+from .availability import distance_m
 from .errors import SiagaError
 
 log = logging.getLogger("siaga.roads")
@@ -49,13 +49,6 @@ E7 = 1e7
 
 class RoadGraphError(SiagaError):
     code = "road_graph"
-
-
-def distance_m(a_lat, a_lon, b_lat, b_lon):
-    """Great-circle distance, metres (the same formula as availability.distance_m)."""
-    la1, lo1, la2, lo2 = map(math.radians, (a_lat, a_lon, b_lat, b_lon))
-    h = math.sin((la2 - la1) / 2) ** 2 + math.cos(la1) * math.cos(la2) * math.sin((lo2 - lo1) / 2) ** 2
-    return 2 * 6_371_000 * math.asin(math.sqrt(h))
 
 
 class GraphBuilder:
@@ -216,17 +209,18 @@ class Graph:
     def search(self, start, targets, max_seconds=MAX_SECONDS):
         """Dijkstra from `start` over the reversed graph, stopping once every node of
         `targets` is settled (or past max_seconds). Returns ({target reached: seconds},
-        via): via[u] is the edge u leaves by toward `start` (-1: none)."""
+        via): via[u] is (the edge u leaves by toward `start`, the node it leads to); the
+        start and the nodes not reached have none. Only the nodes the search touches take
+        memory, not the whole graph."""
         offsets, tails, seconds = self.offsets, self.tails, self.seconds
-        dist = [math.inf] * self.nodes
-        via = array("i", [-1]) * self.nodes
-        dist[start] = 0.0
+        inf = math.inf
+        dist, via = {start: 0.0}, {}
         heap = [(0.0, start)]
         remaining, reached = set(targets), {}
         pop, push = heapq.heappop, heapq.heappush
         while heap and remaining:
             t, v = pop(heap)
-            if t > dist[v]:
+            if t > dist.get(v, inf):
                 continue
             if t > max_seconds:
                 break
@@ -236,19 +230,18 @@ class Graph:
             for k in range(offsets[v], offsets[v + 1]):
                 u = tails[k]
                 tu = t + seconds[k]
-                if tu < dist[u]:
+                if tu < dist.get(u, inf):
                     dist[u] = tu
-                    via[u] = k
+                    via[u] = (k, v)
                     push(heap, (tu, u))
         return reached, via
 
     def walk(self, node, via):
         """The nodes from `node` to the search's start, and the metres of that way."""
         nodes, metres = [node], 0.0
-        while via[node] >= 0:
-            k = via[node]
+        while node in via:
+            k, node = via[node]
             metres += self.metres[k]
-            node = bisect.bisect_right(self.offsets, k) - 1  # the edge's head: its CSR row
             nodes.append(node)
         return nodes, metres
 
@@ -269,6 +262,9 @@ def _ring(cy, cx, r):
         yield (cy + d, cx + r)
 
 
+SEARCHES = threading.BoundedSemaphore(2)  # searches at once (the rest wait): pure Python, CPU-bound
+
+
 def drive_times(graph, incident, units, routes=(), max_snap_m=SNAP_M):
     """Drive from each unit to the incident. `incident`: (lat, lon); `units`: {id: (lat,
     lon)}; `routes`: the ids whose route geometry to return. None when the incident is
@@ -279,7 +275,8 @@ def drive_times(graph, incident, units, routes=(), max_snap_m=SNAP_M):
         return None
     goal, goal_m = snapped
     starts = {uid: graph.snap(*pos, max_snap_m) for uid, pos in units.items()}
-    reached, via = graph.search(goal, {s[0] for s in starts.values() if s})
+    with SEARCHES:
+        reached, via = graph.search(goal, {s[0] for s in starts.values() if s})
     access = ACCESS_KMH / 3.6
     out = {}
     for uid, start in starts.items():
@@ -359,28 +356,41 @@ class RoadMap:
         self.path, self.check_every, self.clock = path, check_every, clock
         self._lock = threading.Lock()
         self._graph, self._why, self._stamp, self._checked = None, "no road map imported", None, None
+        self._loading = False  # one thread reads a changed file; the others use the old map
 
     def current(self):
         with self._lock:
             now = self.clock()
-            if self._checked is None or now - self._checked >= self.check_every:
-                self._checked = now
-                self._refresh()
-            return self._graph, self._why
+            due = not self._loading and (self._checked is None or now - self._checked >= self.check_every)
+            if due:
+                self._checked, self._loading = now, True
+            state = self._graph, self._why
+        if not due:
+            return state
+        try:  # read outside the lock: meanwhile the others are answered from the old map
+            state = self._refresh(state)
+        finally:
+            with self._lock:
+                self._graph, self._why = state
+                self._loading = False
+        return state
 
-    def _refresh(self):
+    def _refresh(self, state):
+        """(graph, why) for the file as it is now; `state` when it has not changed."""
         try:
             st = os.stat(self.path)
         except OSError:
-            self._graph, self._why, self._stamp = None, "no road map imported", None
-            return
+            self._stamp = None
+            return None, "no road map imported"
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         if stamp == self._stamp:
-            return
+            return state
         self._stamp = stamp
         try:
-            self._graph, self._why = read_graph(self.path), None
-            log.info("road map %s: %d nodes, %d edges", self.path, self._graph.nodes, self._graph.edges)
+            graph = read_graph(self.path)
         except RoadGraphError as e:
-            self._graph, self._why = None, e.message
             log.warning("%s: nearest units by straight line until it is imported again", e.message)
+            return None, e.message
+        graph._index()  # built now, not by the first request that snaps
+        log.info("road map %s: %d nodes, %d edges", self.path, graph.nodes, graph.edges)
+        return graph, None

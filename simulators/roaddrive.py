@@ -42,6 +42,7 @@ class RoadMover(Mover):
     def __init__(self, graph, x, y, t, rng=None, cruise=14.0):
         super().__init__(x, y, t, rng, cruise)
         self.graph = graph
+        self.bounds = graph.bounds()  # south, west, north, east: a whole pass over the nodes
         self.node = None  # the road node the vehicle is at, or drives to first
         self._put_on_road(x, y)
 
@@ -66,7 +67,7 @@ class RoadMover(Mover):
 
     def _goal(self, x, y):
         """The road node for a destination: the nearest to it once it is inside the map."""
-        south, west, north, east = self.graph.bounds()
+        south, west, north, east = self.bounds
         lat, lon = to_latlon(x, y)
         snapped = self.graph.snap(min(max(lat, south), north), min(max(lon, west), east), DEST_SNAP_M)
         return snapped and snapped[0]

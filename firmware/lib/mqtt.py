@@ -13,10 +13,11 @@
 # loaded only for a broker with TLS.
 import asyncio
 import struct
-import sys
 import time
 
 from micropython import const
+
+from heap import borrow
 
 _ACK_POLL_MS = const(20)  # the longest step while waiting for an acknowledgement
 
@@ -214,10 +215,7 @@ class MQTTClient:
         The code that does it (mqtt_connect.py) is loaded for each connect and given back:
         a session is opened now and then, and its code should not hold the heap for the
         unit's whole life (docs/firmware-memory.md)."""
-        import mqtt_connect
-
-        del sys.modules["mqtt_connect"]
-        return await mqtt_connect.connect(self)
+        return await borrow("mqtt_connect").connect(self)
 
     def close(self):
         """Drop the link (no DISCONNECT: the broker publishes the will). Unacknowledged

@@ -46,14 +46,16 @@ def router(gw, registered, unit_json, user_of):
     def in_service(unit_id, what):
         """409 `decommissioned` for a unit out of the fleet: it cannot be assigned, nor
         given a status or a lock. Releasing it and ending its emergency stay allowed, to
-        tidy up after it."""
-        at = registered(unit_id).get("decommissioned_at")
+        tidy up after it. Returns the unit's registry row."""
+        row = registered(unit_id)
+        at = row.get("decommissioned_at")
         if at is not None:
             raise Conflict(
                 f"{unit_id} is decommissioned (since {local_time(at)}): it cannot be {what};"
                 f" `siaga unit enable {unit_id}` puts it back in service",
                 "decommissioned",
             )
+        return row
 
     def available(unit, override_reason):
         """409 `not_available` for a unit that is not available (busy, already assigned,
@@ -73,12 +75,11 @@ def router(gw, registered, unit_json, user_of):
         unit that is not available is refused (409, `not_available`) unless the body's
         `override_reason` confirms it (recorded with the assignment); a decommissioned
         unit always (409, `decommissioned`)."""
-        in_service(unit_id, "assigned")
-        with assigning:
-            unit = unit_json(registered(unit_id))
-            available(unit, body.override_reason)
-            graph, _ = gw.roads.current()
-            estimate = ranking.estimate(graph, (body.lat, body.lon), unit["position"])
+        position = unit_json(in_service(unit_id, "assigned"))["position"]
+        graph, _ = gw.roads.current()  # the drive time, before the lock: it takes a search
+        estimate = ranking.estimate(graph, (body.lat, body.lon), position)
+        with assigning:  # the check and the assignment, one at a time
+            available(unit_json(registered(unit_id)), body.override_reason)
             incident = body.model_dump(exclude={"override_reason"})
             done = run(
                 unit_id,
