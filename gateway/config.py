@@ -48,6 +48,29 @@ SETTINGS = (
     Setting("http", 8080, "SIAGA_HTTP_PORT", "--http", "HTTP port of the API and map", int),
     Setting("data", "var", "SIAGA_DATA_DIR", "--data", "folder for the database"),
     Setting(
+        "database_url",
+        "",
+        "SIAGA_DATABASE_URL",
+        "--database-url",
+        "PostgreSQL connection string (libpq: several hosts and target_session_attrs=read-write for"
+        " failover) shared by every gateway of the centre; unset: SQLite in the data folder",
+    ),
+    Setting(
+        "gateways",
+        "",
+        "SIAGA_GATEWAYS",
+        "--gateways",
+        "addresses of every gateway of this centre, comma-separated (http://host:port,...): the"
+        " page moves to the next when its own stops answering",
+    ),
+    Setting(
+        "instance",
+        "",
+        "SIAGA_INSTANCE",
+        "--instance",
+        "this gateway's name among several on one database (default: host name and HTTP port)",
+    ),
+    Setting(
         "offline_after",
         300.0,
         "SIAGA_OFFLINE_AFTER",
