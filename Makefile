@@ -5,18 +5,18 @@ STAMP   := $(VENV)/.installed
 PYTHON  ?= python3
 SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: demo test lint bench chaos venv mosquitto chromium tilemaker clean
+.PHONY: demo test lint bench chaos venv mosquitto postgresql chromium tilemaker clean
 
 demo: venv mosquitto tilemaker
 	exec $(BIN)/siaga demo
 
-test: venv mosquitto chromium tilemaker
+test: venv mosquitto postgresql chromium tilemaker
 	$(BIN)/pytest
 
 chaos: venv mosquitto
 	$(BIN)/python -m simulators.chaos --presses 200 --outage 20,120
 
-bench: venv mosquitto chromium tilemaker
+bench: venv mosquitto postgresql chromium tilemaker
 	$(BIN)/python -m bench
 
 lint: venv
@@ -64,6 +64,13 @@ mosquitto:
 	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
 		echo "Mosquitto is missing; installing it from Debian's packages (apt-get install mosquitto)"; \
 		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto; }
+
+# PostgreSQL's server binaries (initdb, pg_ctl), for the servers the tests and the bench start
+# in folders of their own (provisioning/postgres.py), from Debian's packages when missing.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+		echo "PostgreSQL is missing; installing it from Debian's packages (apt-get install postgresql)"; \
+		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; }
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache node_modules
