@@ -114,7 +114,7 @@ def check_new_password(password):
 
 
 # users, tokens and sessions in the gateway's database (tables of migration m006).
-# `db` is a sqlite-utils Database (writes: inside Store.atomic()) or a ThreadReader.
+# `db` is a store's transaction (writes: inside Store.atomic()) or its reader().
 def _one(db, sql, params):
     return db.execute(sql, params).fetchone()
 
@@ -138,7 +138,7 @@ def set_password(db, name, password):
         [hash_password(check_new_password(password)), name],
     ).rowcount:
         raise NotFound(f"no user {name!r}")
-    db.execute("delete from sessions where user = ?", [name])
+    db.execute('delete from sessions where "user" = ?', [name])
 
 
 def user(db, name):
@@ -159,7 +159,7 @@ def disable_user(db, name, now=None):
     db.execute(
         "update users set disabled_at = coalesce(disabled_at, ?) where name = ?", [now or time.time(), name]
     )
-    db.execute("delete from sessions where user = ?", [name])
+    db.execute('delete from sessions where "user" = ?', [name])
     return user(db, name)
 
 
@@ -168,11 +168,11 @@ def create_token(db, role, name=None, now=None):
     check_role(role)
     token = "siaga_" + secrets.token_urlsafe(32)
     name = name or f"{role}-token"
-    cur = db.execute(
-        "insert into api_tokens (name, role, token_hash, created_at) values (?, ?, ?, ?)",
+    (ident,) = db.execute(
+        "insert into api_tokens (name, role, token_hash, created_at) values (?, ?, ?, ?) returning id",
         [name, role, _sha256(token), now or time.time()],
-    )
-    return token, {"id": cur.lastrowid, "name": name, "role": role}
+    ).fetchall()[0]
+    return token, {"id": ident, "name": name, "role": role}
 
 
 def tokens(db):
@@ -201,7 +201,7 @@ def new_session(db, name, lifetime, now):
     sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     db.execute("delete from sessions where expires_at < ?", [now])
     db.execute(
-        "insert into sessions (id_hash, user, csrf, created_at, expires_at) values (?, ?, ?, ?, ?)",
+        'insert into sessions (id_hash, "user", csrf, created_at, expires_at) values (?, ?, ?, ?, ?)',
         [_sha256(sid), name, csrf, now, now + lifetime],
     )
     return sid, csrf
@@ -211,7 +211,7 @@ def session(db, sid, now):
     """(Principal, expires_at) of a live session of an enabled user, or None."""
     row = _one(
         db,
-        "select u.name, u.role, s.csrf, s.expires_at from sessions s join users u on u.name = s.user"
+        'select u.name, u.role, s.csrf, s.expires_at from sessions s join users u on u.name = s."user"'
         " where s.id_hash = ? and s.expires_at > ? and u.disabled_at is null",
         [_sha256(sid), now],
     )
@@ -342,11 +342,12 @@ class Throttle:
         self.entries = live
 
 
-def open_db(data_dir):
-    """The gateway's database in `data_dir`, created if need be, so logins and tokens can
-    be made before the gateway first runs (and while it runs: SQLite in WAL mode)."""
-    from pathlib import Path
+def open_db(data_dir, database_url=None):
+    """The gateway's database (`database_url`, by default the setting's environment
+    variable; unset: SQLite in `data_dir`, created if need be), so logins and tokens can
+    be made before the gateway first runs, and while it runs."""
+    from . import config
+    from .store import open_store
 
-    from .store import Store
-
-    return Store(Path(data_dir) / "siaga.db")
+    url = config.value("database_url") if database_url is None else database_url
+    return open_store(data_dir, url, instance="siaga-cli")

@@ -14,12 +14,17 @@ TOKEN_HELP = "API token (siaga token create) [env SIAGA_TOKEN; the environment k
 
 def add_api_flags(p):
     """--api and --token, on every command that calls the gateway's API."""
-    p.add_argument("--api", help="gateway URL [env SIAGA_API, default http://127.0.0.1:$SIAGA_HTTP_PORT]")
+    p.add_argument(
+        "--api",
+        help="gateway URL, or several comma-separated: the next is asked when one does not answer"
+        " [env SIAGA_API, default http://127.0.0.1:$SIAGA_HTTP_PORT]",
+    )
     p.add_argument("--token", help=TOKEN_HELP)
 
 
 def api(args):
-    """The gateway's API for this command: --api, $SIAGA_API or the local gateway."""
+    """The gateway's API for this command: --api, $SIAGA_API or the local gateway (each
+    may be a list of gateways, comma-separated)."""
     return Client(getattr(args, "api", None))
 
 

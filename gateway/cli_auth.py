@@ -16,8 +16,8 @@ from .errors import SiagaError
 
 
 def _store(args):
-    data = config.resolve(args)["data"]
-    return auth.open_db(data)
+    settings = config.resolve(args)
+    return auth.open_db(settings["data"], settings["database_url"])
 
 
 def _password():
@@ -37,7 +37,7 @@ def cmd_user_add(args):
     store = _store(args)
     with store.atomic() as db:
         row = auth.add_user(db, args.name, args.role, _password())
-    print(f"user {row['name']} ({row['role']}) added to {store.path}")
+    print(f"user {row['name']} ({row['role']}) added to {store.where}")
 
 
 def cmd_user_password(args):
@@ -49,7 +49,7 @@ def cmd_user_password(args):
 
 
 def cmd_user_list(args):
-    rows = auth.users(_store(args).db)
+    rows = auth.users(_store(args).reader())
     if args.json:
         print(json.dumps(rows, indent=1))
         return
@@ -76,7 +76,7 @@ def cmd_token_create(args):
 
 
 def cmd_token_list(args):
-    rows = auth.tokens(_store(args).db)
+    rows = auth.tokens(_store(args).reader())
     print(f"{'ID':>4} {'NAME':<24} {'ROLE':<11} {'CREATED':<21} REVOKED")
     for t in rows:
         created, revoked = _when(t["created_at"]), _when(t["revoked_at"])

@@ -6,6 +6,12 @@ paho's network thread only queues messages; one worker thread takes them in batc
 batch is let fill while messages keep coming (`_gather`): most of a batch's cost is per
 unit it touches (its snapshot, its B-tree leaf, its view) and per commit, not per
 message, so a report in a batch of 500 costs about a third of one in a batch of 50.
+
+With several gateways on one database only the leader (leadership.py) holds the MQTT
+session: `lead()` connects it, `follow()` lets it go. A standby keeps a connection of its
+own, with a client id of its own and no subscriptions, to send the downlinks of what is
+done on it (a dispatcher's action, a settings push). A message is acknowledged only on
+the connection it came on.
 """
 
 import logging
@@ -46,6 +52,8 @@ class Ingest:
         clock=time.time,
         retention_s=None,
         stall_after=15.0,
+        leading=True,
+        instance="gateway",
     ):
         self.retention_s = retention_s
         self.stall_after = stall_after
@@ -61,23 +69,38 @@ class Ingest:
         self.disconnected_at = self.started_at  # not connected yet
         self.shed = 0  # QoS 0 messages dropped because the inbox was full
         self.retry_s = 0.0
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, manual_ack=True
-        )
-        self.client.max_queued_messages_set(0)
-        self.client.max_inflight_messages_set(100)
-        if username:
-            self.client.username_pw_set(username, password)
-        if ca:  # TLS, the broker's certificate verified against this CA (and its name)
-            try:
-                self.client.tls_set(ca_certs=ca)
-            except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
-                raise ConfigError(f"mqtt_ca {ca}: not a readable CA certificate ({e})") from None
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.5, 10)
+        self.client_id, self.instance = client_id, instance
+        self.credentials, self.ca = (username, password), ca
+        self.leading = leading
+        self.swapping = threading.Lock()
+        self.client = self._new_client(leading)
         self.worker = threading.Thread(target=self._work, name="siaga-ingest", daemon=True)
+
+    def _new_client(self, leading):
+        """The leader's persistent session (the gateway's client id, QoS 1, acknowledged
+        after the commit), or a standby's connection for downlinks only."""
+        if leading:
+            client_id, clean = self.client_id, False
+        else:
+            client_id, clean = f"{self.client_id}-{self.instance}"[:64], True
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean, manual_ack=True
+        )
+        client.max_queued_messages_set(0)
+        client.max_inflight_messages_set(100)
+        username, password = self.credentials
+        if username:
+            client.username_pw_set(username, password)
+        if self.ca:  # TLS, the broker's certificate verified against this CA (and its name)
+            try:
+                client.tls_set(ca_certs=self.ca)
+            except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+                raise ConfigError(f"mqtt_ca {self.ca}: not a readable CA certificate ({e})") from None
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.reconnect_delay_set(0.5, 10)
+        return client
 
     def start(self):
         self.client.connect_async(self.host, self.port, keepalive=30)
@@ -87,19 +110,48 @@ class Ingest:
     def stop(self):
         self.stopping.set()
         self.worker.join(timeout=5)
-        self.client.disconnect()
-        self.client.loop_stop()
+        with self.swapping:
+            self.client.disconnect()
+            self.client.loop_stop()
+
+    def lead(self):
+        """This gateway ingests now: the MQTT session is its."""
+        self._swap(True)
+
+    def follow(self):
+        """Another gateway ingests (or may): the session goes at once, unacknowledged
+        messages with it, for the broker to send to the leader."""
+        self._swap(False)
+
+    def _swap(self, leading):
+        with self.swapping:
+            if self.stopping.is_set() or leading == self.leading:
+                return
+            old, self.leading = self.client, leading
+            self.connected.clear()
+            self.disconnected_at = self.clock()
+            old.disconnect()
+            old.loop_stop()
+            self.client = self._new_client(leading)
+            self.client.connect_async(self.host, self.port, keepalive=30)
+            self.client.loop_start()
+            log.info("MQTT: %s", "the gateway's session" if leading else "downlinks only (standby)")
 
     def _on_connect(self, client, userdata, flags, reason, props):
+        if client is not self.client:
+            return
         if reason.is_failure:
             log.error("broker %s:%s refused the connection: %s", self.host, self.port, reason)
             return
         log.info("connected to %s:%s (session present: %s)", self.host, self.port, flags.session_present)
-        client.subscribe(SUBSCRIPTIONS)
+        if self.leading:
+            client.subscribe(SUBSCRIPTIONS)
         self.connected.set()
         self.disconnected_at = None
 
     def _on_disconnect(self, client, userdata, flags, reason, props):
+        if client is not self.client:
+            return
         self.connected.clear()
         if self.disconnected_at is None:
             self.disconnected_at = self.clock()
@@ -110,7 +162,7 @@ class Ingest:
         if not msg.qos and len(self.inbox) >= INBOX_MAX:
             self.shed += 1  # telemetry: the next report replaces it
             return
-        self._put(Incoming(msg.topic, msg.payload, self.clock(), msg.mid, msg.qos))
+        self._put(Incoming(msg.topic, msg.payload, self.clock(), msg.mid, msg.qos, client))
 
     def _put(self, item):
         self.inbox.append(item)
@@ -153,7 +205,7 @@ class Ingest:
                 if self.clock() >= next_tick:
                     self.pipeline.tick(self.clock())
                     next_tick = self.clock() + TICK_S
-                if self.retention_s and self.clock() >= next_purge:
+                if self.retention_s and self.leading and self.clock() >= next_purge:
                     self._purge()
                     next_purge = self.clock() + PURGE_EVERY_S
             except Exception:  # the worker must live on; /health shows a stall if it cannot work
@@ -173,6 +225,10 @@ class Ingest:
     def send_down(self, topic, payload):
         """A downlink message, QoS 1: the broker keeps it for an offline unit's session."""
         self.client.publish(topic, payload, qos=1)
+
+    def offer_change(self, note):
+        """Another gateway's change (notifications.py), for the worker."""
+        self._put(note)
 
     def submit(self, action, timeout=10):
         """Run a dispatcher action on the worker thread, in turn with the messages;
@@ -204,10 +260,10 @@ class Ingest:
         now = self.clock()
         working, inbox = self.working, self.inbox
         waiting = len(working) + len(inbox)
-        oldest = working[0].received_at if working else None
+        oldest = getattr(working[0], "received_at", now) if working else None
         if oldest is None and inbox:
             try:
-                oldest = inbox[0].received_at
+                oldest = getattr(inbox[0], "received_at", now)  # an action, a change: now
             except IndexError:  # taken by the worker meanwhile
                 oldest = None
         lag = max(0.0, now - oldest) if oldest is not None else 0.0
@@ -218,6 +274,7 @@ class Ingest:
             problems.append(f"broker unreachable for {now - self.disconnected_at:.0f} s")
         return {
             "mqtt_connected": self.connected.is_set(),
+            "mqtt_session": self.leading,  # holds the gateway's session (leads), or downlinks only
             "in_flight": waiting,
             "ingest_lag_s": round(lag, 3),
             "last_commit_at": self.last_commit_at,
@@ -233,11 +290,12 @@ class Ingest:
         holds while the worker waits. The same packets in one queued write, through the
         queue `ack` itself uses (paho-mqtt 2.2, pinned), cost one wake-up. If that method
         is ever gone, each message is acknowledged on its own as before."""
-        # QoS 1 only: SUBSCRIPTIONS asks for no more
-        mids = [item.mid for item in items if isinstance(item, Incoming) and item.qos]
-        queue = getattr(self.client, "_packet_queue", None)
+        # QoS 1 only: SUBSCRIPTIONS asks for no more; and only on the connection it came on
+        client = self.client
+        mids = [i.mid for i in items if isinstance(i, Incoming) and i.qos and i.session is client]
+        queue = getattr(client, "_packet_queue", None)
         if len(mids) > 1 and queue is not None:
             queue(mqtt.PUBACK, b"".join([PUBACK.pack(mqtt.PUBACK, 2, mid) for mid in mids]), 0, 0)
         else:
             for mid in mids:
-                self.client.ack(mid, 1)
+                client.ack(mid, 1)

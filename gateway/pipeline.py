@@ -12,10 +12,15 @@ still fails is quarantined as `internal_error` (with the exception's name). Only
 that cannot write at all (disk full, I/O error: StoreUnavailable) leaves messages
 unacknowledged, for the ingest to try again: nothing is lost, and /health says ingest
 has stalled.
+
+With several gateways on one database (PostgreSQL), another gateway may change a unit
+too (a dispatcher's action on the standby): each batch locks the snapshots of the units
+it touches and reads again those whose version moved on (Store.lock_units), and a
+`Changed` note from the database's notifications brings the others' changes to this
+gateway's live stream.
 """
 
 import logging
-import sqlite3
 from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -26,10 +31,6 @@ from .identity import SeenIds, Trust
 
 log = logging.getLogger("siaga.pipeline")
 
-# What a store that cannot write raises: the message is not to blame, so it is not
-# quarantined but tried again later.
-STORE_FAULTS = (sqlite3.OperationalError, OSError, MemoryError)
-
 
 @dataclass(slots=True)
 class Incoming:
@@ -38,6 +39,18 @@ class Incoming:
     received_at: float
     mid: int = 0
     qos: int = 0
+    session: object = None  # the MQTT connection it came on: only that one acknowledges it
+
+
+@dataclass(slots=True)
+class Changed:
+    """Another gateway committed a change (a database notification): a unit's snapshot at
+    `version`, or with unit_id None the registry; `everything`: the notifications were
+    interrupted, so read the registry and every unit again."""
+
+    unit_id: str | None = None
+    version: int = 0
+    everything: bool = False
 
 
 @dataclass
@@ -93,6 +106,7 @@ class Batch:
         self.refused = Counter()
         self.accepted = self.duplicates = 0
         self.downlinks, self.messages, self.actions = [], [], []
+        self.versions = {}  # the snapshots' versions as this batch saves them
         self.registry_changed = False
 
     def state(self, unit_id):
@@ -123,8 +137,9 @@ class Batch:
         if self.positions:
             self.p.store.add_position_rows(self.positions)
         if self.touched or self.seen:
-            units = self.touched | self.seen.keys()
-            self.p.store.save_states([(self.state(u), self.seen_of(u)) for u in sorted(units)])
+            units = sorted(self.touched | self.seen.keys())
+            self.versions = {u: self.p.versions.get(u, 0) + 1 for u in units}
+            self.p.store.save_states([(self.state(u), self.seen_of(u), self.versions[u]) for u in units])
 
 
 class Pipeline:
@@ -134,8 +149,9 @@ class Pipeline:
         self.limits = limits
         self.trust = trust or Trust()
         self.on_change = on_change or (lambda view: None)
+        self.faults = store.faults  # a store that cannot write: wait and try again
         self.registry = store.units()
-        self.states, self.seen = store.load_states()
+        self.states, self.seen, self.versions = store.load_states()
         self.refused = Counter()
         self.accepted = 0
         self.duplicates = 0
@@ -246,7 +262,7 @@ class Pipeline:
         except (ProtocolError, Rejected) as err:
             b.refuse(item, err)
             return
-        except STORE_FAULTS:
+        except self.faults:
             raise
         except Exception as e:  # a fault of ours in judging: it costs this message only
             log.exception("judging %s failed", item.topic[:80])
@@ -304,6 +320,7 @@ class Pipeline:
     # batches
     def _run(self, items, b):
         with self.store.atomic(durable=_needs_sync(items)):
+            self._lock(items)
             for item in items:
                 if isinstance(item, Action):
                     self._action(item, b)
@@ -313,12 +330,38 @@ class Pipeline:
             b.flush()
         return b
 
+    def _lock(self, items):
+        """Another gateway may have changed these units since this one read them: lock
+        their snapshots for the transaction and read again those that moved on."""
+        units = {i.unit_id if isinstance(i, Action) else protocol.unit_of(i.topic) for i in items}
+        units.discard(None)
+        if not units or not self.store.shared:
+            return
+        if not units <= self.registry.keys():
+            self.refresh_registry()
+        versions = self.store.lock_units(sorted(units & self.registry.keys()))
+        self._reread([u for u, v in versions.items() if v != self.versions.get(u, 0)])
+
+    def _reread(self, units):
+        """Take these units' snapshots as the database holds them (committed: whatever
+        this gateway's transaction does next, they stand)."""
+        if not units:
+            return
+        states, seen, versions = self.store.load_states(units)
+        for u in units:
+            for mine, theirs in ((self.states, states), (self.seen, seen), (self.versions, versions)):
+                if u in theirs:
+                    mine[u] = theirs[u]
+                else:
+                    mine.pop(u, None)
+
     def _absorb(self, b, out):
         """A committed batch's results become the pipeline's."""
         if b.registry_changed:
             self.refresh_registry()
         self.states.update(b.states)
         self.seen.update(b.seen)
+        self.versions.update(b.versions)
         self.refused.update(b.refused)
         self.accepted += b.accepted
         self.duplicates += b.duplicates
@@ -328,9 +371,15 @@ class Pipeline:
 
     def handle(self, items, now):
         out = Outcome()
+        if any(isinstance(i, Changed) for i in items):
+            notes = [i for i in items if isinstance(i, Changed)]
+            items = [i for i in items if not isinstance(i, Changed)]
+            self._publish(self._others_changed(notes), now)
+            if not items:
+                return out
         try:
             touched = self._absorb(self._run(items, Batch(self)), out)
-        except STORE_FAULTS as e:
+        except self.faults as e:
             log.error("the store cannot write (%s: %s); %d items wait", type(e).__name__, e, len(items))
             return self._unavailable(items, e, out)
         except Exception:
@@ -341,6 +390,26 @@ class Pipeline:
             if isinstance(item, Action) and item.action_id is not None and not item.done.done():
                 item.done.set_result((item.action_id, self.view(item.unit_id, now)))
         return out
+
+    def _others_changed(self, notes):
+        """Another gateway's commits: the units whose snapshots are newer than this
+        gateway's, read again (to publish them)."""
+        everything = any(n.everything for n in notes)
+        if everything or any(n.unit_id is None for n in notes):
+            self.refresh_registry()
+        newest = {}
+        for n in notes:
+            if n.unit_id is not None:
+                newest[n.unit_id] = max(n.version, newest.get(n.unit_id, 0))
+        units = [u for u, v in newest.items() if v > self.versions.get(u, 0)]
+        if everything:
+            units = self.registry.keys() | self.states.keys()
+        try:
+            self._reread(sorted(units))
+        except self.faults as e:  # the database is away: the listener asks for everything when it is back
+            log.warning("could not read %d changed units: %s", len(units), e)
+            return set()
+        return set(units)
 
     def _unavailable(self, items, error, out):
         for item in items:
@@ -356,7 +425,7 @@ class Pipeline:
         for i, item in enumerate(items):
             try:
                 touched |= self._absorb(self._run([item], Batch(self)), out)
-            except STORE_FAULTS as e:
+            except self.faults as e:
                 self._unavailable(items[i:], e, out)
                 break
             except Exception as e:
@@ -366,7 +435,7 @@ class Pipeline:
                     continue
                 try:
                     self._quarantine_alone(item, e, out)
-                except STORE_FAULTS as fault:
+                except self.faults as fault:
                     self._unavailable(items[i:], fault, out)
                     break
         return touched

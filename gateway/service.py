@@ -1,6 +1,7 @@
 """The gateway process: storage, pipeline, MQTT ingest and the HTTP server together."""
 
 import logging
+import socket
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from .ingest import Ingest
 from .pipeline import Pipeline
 from .roads import RoadMap
 from .statuses import load_schemes
-from .store import Store
+from .store import open_store
 from .stream import Hub
 
 log = logging.getLogger("siaga.gateway")
@@ -24,7 +25,8 @@ class Gateway:
     def __init__(self, settings, clock=time.time):
         self.settings = settings
         self.clock = clock
-        self.store = Store(Path(settings["data"]) / "siaga.db")
+        self.instance = settings.get("instance") or f"{socket.gethostname()}:{settings['http']}"
+        self.store = open_store(settings["data"], settings.get("database_url", ""), self.instance)
         schemes = load_schemes(settings["status_scheme"], settings["status_schemes"])
         limits = Limits(settings["offline_after"], settings["position_stale_after"])
         self.hub = Hub()
@@ -42,7 +44,20 @@ class Gateway:
             ca=settings["mqtt_ca"] or None,
             clock=clock,
             stall_after=settings["ingest_stall_after"],
+            leading=not self.store.shared,  # several gateways on one database: the lock decides
+            instance=self.instance,
         )
+        self.leadership = self.notifications = None
+        if self.store.shared:
+            from .leadership import Leadership
+            from .notifications import Notifications
+
+            url = settings["database_url"]
+            self.leadership = Leadership(url, self.instance, self.ingest.lead, self.ingest.follow)
+            known = self.pipeline.versions.get
+            self.notifications = Notifications(
+                url, self.instance, self.ingest.offer_change, lambda unit: known(unit, 0)
+            )
         self.roads = RoadMap(Path(settings["data"]) / "map" / "roads.graph")
         _, why = self.roads.current()  # read at start; again whenever `siaga map import` replaces it
         log.info("road map: %s", why or "drive times by road")
@@ -52,8 +67,22 @@ class Gateway:
         row = self.pipeline.registry.get(view["unit_id"], {})
         self.hub.publish({"callsign": row.get("callsign"), "kind": row.get("kind"), **view})
 
+    def role(self):
+        """This gateway's part: leader (ingests), standby, and who leads, for /health."""
+        if self.leadership is None:
+            return {"role": "leader", "leader": self.instance, "database": self.store.describe()}
+        return {
+            **self.leadership.health(),
+            "instance": self.instance,
+            "notifications": self.notifications.health(),
+            "database": self.store.describe(),
+        }
+
     def run(self):
         self.ingest.start()
+        for part in (self.leadership, self.notifications):
+            if part is not None:
+                part.start()
         config = uvicorn.Config(
             self.app,
             host=self.settings["http_host"],
@@ -67,4 +96,8 @@ class Gateway:
         try:
             server.run()
         finally:
+            for part in (self.notifications, self.leadership):
+                if part is not None:
+                    part.stop()
             self.ingest.stop()
+            self.store.close()

@@ -1,7 +1,14 @@
-"""SQLite storage with sqlite-utils: schema migrations, WAL, idempotent writes.
+"""The gateway's storage: the same tables, keys and SQL on two engines.
 
-Every uplink table is keyed by (unit_id, boot, seq) and written with INSERT OR IGNORE,
-so a message stored twice is stored once. The database opens in Datasette as it is.
+SQLite (sqlite-utils: migrations, WAL) is the embedded default, one gateway on one
+machine; the database opens in Datasette as it is. PostgreSQL (store_pg.py) is for
+several gateways sharing one database (docs/high-availability.md), chosen by the
+`database_url` setting: `open_store` picks.
+
+Every uplink table is keyed by (unit_id, boot, seq) and written with
+`ON CONFLICT DO NOTHING`, so a message stored twice is stored once. The SQL below is
+written once for both engines: `?` and `:name` parameters (the PostgreSQL store turns
+them into psycopg's), identifiers that are words of SQL ("user") in double quotes.
 """
 
 import contextlib
@@ -223,40 +230,54 @@ def m011_assignment_estimates(db):
     db["dispatcher_actions"].add_column("eta_method", str)
 
 
+@migrations()
+def m012_unit_state_version(db):
+    """Each unit's snapshot counts its saves: with several gateways on one database a
+    gateway whose copy is older reads the row again (SqlStore.lock_units), and the
+    version is what a change's notification carries (docs/high-availability.md)."""
+    db["unit_state"].add_column("version", int, not_null_default=0)
+
+
 QUARANTINE_KEEP_BYTES = 1024  # of a refused payload: enough to see what it was
 QUARANTINE_MAX_ROWS = 100_000  # past it the oldest go (counts by reason are in /health)
+PURGE_ROWS = 10_000  # retention deletes this many rows per transaction: ingest never waits long
+RETAINED = (("positions", "t"), ("quarantine", "received_at"), ("telemetry", "received_at"))
+ROW_KEYS = {"positions": "unit_id, t, boot, seq"}  # SQLite: positions have no rowid (m004)
 
 
-def _state_row(state, seen):
-    return {
-        "unit_id": state.unit_id,
-        "state": json.dumps(availability.to_json(state)),
-        "updated_at": time.time(),
-        "seen": seen.to_bytes(),
-    }
+def _state_row(state, seen, version):
+    return (
+        state.unit_id,
+        json.dumps(availability.to_json(state)),
+        time.time(),
+        seen.to_bytes(),
+        version,
+    )
 
 
-ROWS_PER_STATEMENT = 256  # at most, and within SQLite's limit on variables
+STATE_COLUMNS = ("unit_id", "state", "updated_at", "seen", "version")
+ROWS_PER_STATEMENT = 256  # at most, and within each engine's limit on parameters
 
 
-def insert_rows(conn, head, rows, tail=""):
+def insert_rows(db, head, rows, tail="", max_parameters=999):
     """`head values (?, ...), (?, ...), ... tail` for all `rows` (tuples of one length):
     a few statements of many rows each, sized in powers of two so that a handful of
     prepared statements serve every batch. The rows go in in their order, as with
-    executemany, so INSERT OR IGNORE still keeps the first of equal keys.
+    executemany, so ON CONFLICT DO NOTHING still keeps the first of equal keys.
 
-    Not executemany on the hot path: it releases and retakes the GIL around every row,
-    and while paho's network thread runs each retake can wait out a switch interval
+    Not executemany on the hot path: sqlite3's releases and retakes the GIL around every
+    row, and while paho's network thread runs each retake can wait out a switch interval
     (5 ms). Measured in the gateway draining a backlog: 1 to 70 ms for 500 rows that way,
-    about 1 ms as statements of many rows, which release the GIL once each."""
+    about 1 ms as statements of many rows, which release the GIL once each (and are one
+    round trip each to PostgreSQL)."""
     if not rows:
         return
     width = len(rows[0])
-    most = min(ROWS_PER_STATEMENT, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
+    most = min(ROWS_PER_STATEMENT, max_parameters // width)
     i = 0
     while i < len(rows):
         size = 1 << (min(most, len(rows) - i).bit_length() - 1)
-        conn.execute(_rows_sql(head, width, size, tail), [v for row in rows[i : i + size] for v in row])
+        db.execute(_rows_sql(head, width, size, tail), [v for row in rows[i : i + size] for v in row])
         i += size
 
 
@@ -266,12 +287,18 @@ def _rows_sql(head, width, size, tail):
     return f"{head} values {', '.join([row] * size)}{tail}"
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=16)
 def _upsert_sql(table, columns, pk):
     """(head, tail) of an upsert of rows with these columns, `pk` among them."""
-    names = ", ".join(f"[{c}]" for c in columns)
-    updates = ", ".join(f"[{c}] = excluded.[{c}]" for c in columns if c != pk)
-    return f"insert into [{table}] ({names})", f" on conflict([{pk}]) do update set {updates}"
+    names = ", ".join(f'"{c}"' for c in columns)
+    updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c != pk)
+    return f'insert into "{table}" ({names})', f' on conflict ("{pk}") do update set {updates}'
+
+
+def _insert_sql(table, columns, ignore=False):
+    names = ", ".join(f'"{c}"' for c in columns)
+    marks = ", ".join("?" * len(columns))
+    return f'insert into "{table}" ({names}) values ({marks})' + (" on conflict do nothing" if ignore else "")
 
 
 class ThreadReader:
@@ -294,15 +321,288 @@ class ThreadReader:
         return self._db().execute(sql, params or [])
 
 
-class Store:
+class SqlStore:
+    """What both engines share: every query, in SQL both take. An engine gives `_db()`,
+    the database of the calling thread's transaction (or, outside one, one that reads),
+    `atomic()`, `reader()`, `lock_units()` and `_notify()`."""
+
+    kind = "sql"
+    shared = False  # whether other gateways may write the same database (PostgreSQL)
+    max_parameters = 999
+    # What a store that cannot write raises: the message is not to blame, so it is not
+    # quarantined but tried again later (pipeline.py).
+    faults = (sqlite3.OperationalError, OSError, MemoryError)
+
+    def _db(self):
+        raise NotImplementedError
+
+    def _notify(self, db, channel, payload):
+        """Tell the other gateways, at the commit (PostgreSQL's NOTIFY); nothing with one."""
+
+    # registry
+    def units(self):
+        return {row["unit_id"]: row for row in self._db().query("select * from units")}
+
+    def unit(self, unit_id):
+        rows = list(self._db().query("select * from units where unit_id = ?", [unit_id]))
+        return rows[0] if rows else None
+
+    def upsert_unit(self, row):
+        row = dict(row)
+        existing = self.unit(row["unit_id"])
+        row.setdefault("created_at", existing["created_at"] if existing else time.time())
+        head, tail = _upsert_sql("units", tuple(row), "unit_id")
+        with self.atomic() as db:
+            db.execute(_rows_sql(head, len(row), 1, tail), list(row.values()))
+            self._notify(db, "siaga_registry", row["unit_id"])
+        return self.unit(row["unit_id"])
+
+    def set_decommissioned(self, unit_id, at):
+        """When the unit left the fleet, or None: back in service (in the caller's
+        transaction: the pipeline's, as a dispatcher action)."""
+        db = self._db()
+        db.execute("update units set decommissioned_at = ? where unit_id = ?", [at, unit_id])
+        self._notify(db, "siaga_registry", unit_id)
+
+    # uplink
+    POSITION_COLUMNS = ("boot", "seq", "t", "lat", "lon", "speed", "heading", "sats", "hdop", "sent")
+    POSITION_INSERT = (  # the hot path: a batch's rows in a few statements (insert_rows)
+        "insert into positions (unit_id, boot, seq, t, lat, lon, speed, heading, sats, hdop,"
+        " sent, received_at)"
+    )
+    IGNORE = " on conflict do nothing"
+
+    _position_values = operator.itemgetter(*POSITION_COLUMNS)
+
+    @classmethod
+    def position_rows(cls, unit_id, records, received_at):
+        values = cls._position_values
+        return [(unit_id, *values(r), received_at) for r in records]
+
+    def add_position_rows(self, rows):
+        insert_rows(self._db(), self.POSITION_INSERT, rows, self.IGNORE, self.max_parameters)
+
+    STATUS_COLUMNS = (
+        "unit_id",
+        "boot",
+        "seq",
+        "key",
+        "pressed_at",
+        "sent",
+        "received_at",
+        "source",
+        "lat",
+        "lon",
+    )
+
+    def add_status(self, unit_id, body, received_at, source="crew"):
+        pressed_at = body["t"] + body.get("ms", 0) / 1000
+        values = [unit_id, body["boot"], body["seq"], body["key"], pressed_at, body.get("sent")]
+        values += [received_at, source, body.get("lat"), body.get("lon")]
+        self._db().execute(_insert_sql("status_events", self.STATUS_COLUMNS, ignore=True), values)
+
+    def add_conn(self, unit_id, body, received_at):
+        columns = ("unit_id", "boot", "seq", "type", "t", "received_at", "body")
+        values = [unit_id, body["boot"], body["seq"], body["_type"], body.get("t"), received_at]
+        values.append(json.dumps(body))
+        self._db().execute(_insert_sql("conn_events", columns, ignore=True), values)
+
+    def add_telemetry(self, unit_id, body, received_at):
+        columns = ("unit_id", "boot", "seq", "t", "received_at", "body")
+        values = [unit_id, body["boot"], body["seq"], body["t"], received_at, json.dumps(body)]
+        self._db().execute(_insert_sql("telemetry", columns, ignore=True), values)
+
+    def quarantine(self, topic, unit_id, reason, detail, payload, received_at):
+        """Keep a refused message: its reason, and its first QUARANTINE_KEEP_BYTES."""
+        if len(payload) > QUARANTINE_KEEP_BYTES:
+            detail = f"{detail} (first {QUARANTINE_KEEP_BYTES} of {len(payload)} bytes kept)"
+        self._db().execute(
+            "insert into quarantine (received_at, topic, unit_id, reason, detail, payload)"
+            " values (?, ?, ?, ?, ?, ?)",
+            [
+                received_at,
+                _text(topic, 200),
+                unit_id and _text(unit_id, 200),
+                reason,
+                _text(detail, 500),
+                bytes(payload[:QUARANTINE_KEEP_BYTES]),
+            ],
+        )
+
+    def trim_quarantine(self, keep=QUARANTINE_MAX_ROWS):
+        """Forget all but the newest `keep` quarantined messages; how many went."""
+        with self.atomic(durable=False) as db:
+            return db.execute(
+                "delete from quarantine where id <= (select max(id) from quarantine) - ?", [keep]
+            ).rowcount
+
+    # what is stored under a message identity (gateway/identity.py, validate.signature)
+    def signature(self, mtype, unit_id, boot, seq, sig=None):
+        """The signature of the message of this type stored under (unit, boot, seq), or
+        None. For a position `sig` gives its fix time, part of the table's key."""
+        db, key = self._db(), [unit_id, boot, seq]
+        if mtype == "pos":
+            cols = ", ".join(validate.POSITION_SIGNATURE)
+            sql = f"select {cols} from positions where unit_id = ? and boot = ? and seq = ? and t = ?"
+            row = db.execute(sql, [*key, sig[0]]).fetchone()
+            return tuple(row) if row else None
+        if mtype == "status":
+            sql = (
+                "select key, pressed_at, lat, lon from status_events"
+                " where unit_id = ? and boot = ? and seq = ?"
+            )
+            row = db.execute(sql, key).fetchone()
+            return tuple(row) if row else None
+        if mtype == "tele":
+            sql = "select body from telemetry where unit_id = ? and boot = ? and seq = ?"
+        else:  # birth, bye, will
+            sql = "select body from conn_events where unit_id = ? and boot = ? and seq = ? and type = ?"
+            key.append(mtype)
+        row = db.execute(sql, key).fetchone()
+        return validate.signature(mtype, json.loads(row[0])) if row else None
+
+    # settings pushed to units
+    def push_settings(self, unit_id, values, remove=()):
+        """Record a push: the settings pushed so far, with `values` set and the names in
+        `remove` taken out (back to the unit's own). Returns (version, the whole set),
+        which is what the unit is sent. What an older gateway kept that a unit cannot
+        take is left out (unit_settings.known)."""
+        with self.atomic() as db:
+            self.lock_units([unit_id])  # two gateways pushing at once: one after the other
+            last = self.last_push(unit_id)
+            merged = unit_settings.known(last["values"]) if last else {}
+            merged.update(values)
+            for name in remove:
+                merged.pop(name, None)
+            version = (last["version"] if last else 0) + 1
+            db.execute(
+                "insert into settings_pushes (unit_id, version, values_json, pushed_at) values (?, ?, ?, ?)",
+                [unit_id, version, json.dumps(merged), time.time()],
+            )
+        return version, merged
+
+    def last_push(self, unit_id):
+        sql = (
+            "select version, values_json from settings_pushes where unit_id = ? order by version desc limit 1"
+        )
+        row = self._db().execute(sql, [unit_id]).fetchone()
+        return {"version": row[0], "values": json.loads(row[1])} if row else None
+
+    ACTION_COLUMNS = (
+        "unit_id",
+        "t",
+        "action",
+        "user",
+        "key",
+        "reason",
+        "incident_lat",
+        "incident_lon",
+        "incident_kind",
+        "incident_note",
+        "eta_s",
+        "road_m",
+        "eta_method",
+    )
+
+    def add_action(self, act):
+        inc = act.incident or {}
+        est = act.estimate or {}
+        values = [act.unit_id, act.t, act.action, act.user, act.key, act.reason]
+        values += [inc.get("lat"), inc.get("lon"), inc.get("kind"), inc.get("note")]
+        values += [est.get("eta_s"), est.get("road_m"), est.get("method")]
+        sql = _insert_sql("dispatcher_actions", self.ACTION_COLUMNS) + " returning id"
+        return self._db().execute(sql, values).fetchall()[0][0]
+
+    def purge(self, cutoff, rows=PURGE_ROWS):
+        """Forget positions with a fix time, and quarantined messages and telemetry
+        received, before `cutoff`; status events, dispatcher actions and connection
+        events stay. At most `rows` rows a transaction, so ingest never waits behind a
+        long delete; how many went."""
+        gone = 0
+        for table, column in RETAINED:
+            sql = self._bounded_delete(table, column)
+            while True:
+                with self.atomic(durable=False) as db:
+                    n = db.execute(sql, [cutoff, rows]).rowcount
+                gone += n
+                if n < rows:
+                    break
+        return gone
+
+    def _bounded_delete(self, table, column):
+        """Delete at most ? rows of `table` with `column` before ?."""
+        key = ROW_KEYS.get(table, "rowid")
+        return f"delete from {table} where ({key}) in (select {key} from {table} where {column} < ? limit ?)"
+
+    # unit state snapshots
+    def save_states(self, states):
+        """The snapshots, (state, seen identities, version) of each unit a batch
+        touched, in its transaction. On the hot path, so one statement per chunk."""
+        rows = [_state_row(state, seen, version) for state, seen, version in states]
+        if rows:
+            head, tail = _upsert_sql("unit_state", STATE_COLUMNS, "unit_id")
+            db = self._db()
+            insert_rows(db, head, rows, tail, self.max_parameters)
+            self._notify_states(db, [(r[0], r[4]) for r in rows])
+
+    def _notify_states(self, db, changed):
+        """(unit, version) of each snapshot saved: the other gateways read them again."""
+
+    def load_states(self, unit_ids=None):
+        """(unit -> UnitState, unit -> SeenIds, unit -> version) as last saved: every
+        unit's, or those of `unit_ids`."""
+        sql = "select unit_id, state, seen, version from unit_state"
+        params = []
+        if unit_ids is not None:
+            if not unit_ids:
+                return {}, {}, {}
+            sql += f" where unit_id in ({', '.join('?' * len(unit_ids))})"
+            params = list(unit_ids)
+        states, seen, versions = {}, {}, {}
+        for unit_id, state, ids, version in self._db().execute(sql, params).fetchall():
+            if state is None:  # a row made only to be locked (lock_units): nothing saved yet
+                continue
+            states[unit_id] = availability.from_json(json.loads(state))
+            seen[unit_id] = SeenIds.from_bytes(ids)
+            versions[unit_id] = version
+        return states, seen, versions
+
+    def lock_units(self, unit_ids):
+        """In the caller's transaction: lock these units' snapshots against other
+        gateways until it ends, and return their versions (unit -> version, 0 for none
+        saved). None: no other gateway writes this database, so nothing to check."""
+        return None
+
+    def close(self):
+        pass
+
+
+def _text(value, most):
+    """A string for a text column: at most `most` characters, without NUL (which
+    PostgreSQL's text cannot hold)."""
+    return str(value)[:most].replace("\x00", "\ufffd")
+
+
+class Store(SqlStore):
+    """SQLite: one file in the data folder, one writing connection shared by the ingest
+    worker and the HTTP API (the lock keeps their transactions apart), a reading
+    connection per API thread."""
+
+    kind = "sqlite"
+
     def __init__(self, path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = str(path)
+        self.where = self.path
         self.db = Database(sqlite3.connect(self.path, check_same_thread=False))
         self.lock = threading.RLock()
         self.db.enable_wal()
         self._durable = None  # the synchronous setting in force: see atomic()
+        self.max_parameters = self.db.conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         migrations.apply(self.db)
+
+    def _db(self):
+        return self.db
 
     def reader(self):
         """Read-only access for the HTTP API's threads: one connection per thread."""
@@ -328,205 +628,20 @@ class Store:
             with self.db.atomic():
                 yield self.db
 
-    # registry
-    def units(self):
-        return {row["unit_id"]: row for row in self.db["units"].rows}
+    def describe(self):
+        return {"kind": self.kind, "path": self.path}
 
-    def unit(self, unit_id):
-        rows = list(self.db["units"].rows_where("unit_id = ?", [unit_id]))
-        return rows[0] if rows else None
+    def close(self):
+        self.db.conn.close()
 
-    def upsert_unit(self, row):
-        row = dict(row)
-        existing = self.unit(row["unit_id"])
-        row.setdefault("created_at", existing["created_at"] if existing else time.time())
-        with self.atomic():
-            self.db["units"].upsert(row, pk="unit_id")
-        return self.unit(row["unit_id"])
 
-    def set_decommissioned(self, unit_id, at):
-        """When the unit left the fleet, or None: back in service (in the caller's
-        transaction: the pipeline's, as a dispatcher action)."""
-        self.db.execute("update units set decommissioned_at = ? where unit_id = ?", [at, unit_id])
+def open_store(data_dir, database_url="", instance="gateway"):
+    """The gateway's store: PostgreSQL at `database_url`, else SQLite in `data_dir`."""
+    if database_url:
+        from .store_pg import PgStore
 
-    # uplink
-    POSITION_COLUMNS = ("boot", "seq", "t", "lat", "lon", "speed", "heading", "sats", "hdop", "sent")
-    POSITION_INSERT = (  # the hot path: a batch's rows in a few statements (insert_rows)
-        "insert or ignore into positions (unit_id, boot, seq, t, lat, lon, speed, heading, sats, hdop,"
-        " sent, received_at)"
-    )
-
-    _position_values = operator.itemgetter(*POSITION_COLUMNS)
-
-    @classmethod
-    def position_rows(cls, unit_id, records, received_at):
-        values = cls._position_values
-        return [(unit_id, *values(r), received_at) for r in records]
-
-    def add_position_rows(self, rows):
-        insert_rows(self.db.conn, self.POSITION_INSERT, rows)
-
-    def add_status(self, unit_id, body, received_at, source="crew"):
-        self.db["status_events"].insert(
-            {
-                "unit_id": unit_id,
-                "boot": body["boot"],
-                "seq": body["seq"],
-                "key": body["key"],
-                "pressed_at": body["t"] + body.get("ms", 0) / 1000,
-                "sent": body.get("sent"),
-                "received_at": received_at,
-                "source": source,
-                "lat": body.get("lat"),
-                "lon": body.get("lon"),
-            },
-            ignore=True,
-        )
-
-    def add_conn(self, unit_id, body, received_at):
-        self.db["conn_events"].insert(
-            {
-                "unit_id": unit_id,
-                "boot": body["boot"],
-                "seq": body["seq"],
-                "type": body["_type"],
-                "t": body.get("t"),
-                "received_at": received_at,
-                "body": json.dumps(body),
-            },
-            ignore=True,
-        )
-
-    def add_telemetry(self, unit_id, body, received_at):
-        self.db["telemetry"].insert(
-            {
-                "unit_id": unit_id,
-                "boot": body["boot"],
-                "seq": body["seq"],
-                "t": body["t"],
-                "received_at": received_at,
-                "body": json.dumps(body),
-            },
-            ignore=True,
-        )
-
-    def quarantine(self, topic, unit_id, reason, detail, payload, received_at):
-        """Keep a refused message: its reason, and its first QUARANTINE_KEEP_BYTES."""
-        if len(payload) > QUARANTINE_KEEP_BYTES:
-            detail = f"{detail} (first {QUARANTINE_KEEP_BYTES} of {len(payload)} bytes kept)"
-        self.db.execute(
-            "insert into quarantine (received_at, topic, unit_id, reason, detail, payload)"
-            " values (?, ?, ?, ?, ?, ?)",
-            [received_at, topic[:200], unit_id, reason, detail[:500], bytes(payload[:QUARANTINE_KEEP_BYTES])],
-        )
-
-    def trim_quarantine(self, keep=QUARANTINE_MAX_ROWS):
-        """Forget all but the newest `keep` quarantined messages; how many went."""
-        with self.atomic(durable=False):
-            return self.db.execute(
-                "delete from quarantine where id <= (select max(id) from quarantine) - ?", [keep]
-            ).rowcount
-
-    # what is stored under a message identity (gateway/identity.py, validate.signature)
-    def signature(self, mtype, unit_id, boot, seq, sig=None):
-        """The signature of the message of this type stored under (unit, boot, seq), or
-        None. For a position `sig` gives its fix time, part of the table's key."""
-        key = [unit_id, boot, seq]
-        if mtype == "pos":
-            cols = ", ".join(validate.POSITION_SIGNATURE)
-            sql = f"select {cols} from positions where unit_id = ? and boot = ? and seq = ? and t = ?"
-            row = self.db.execute(sql, [*key, sig[0]]).fetchone()
-            return tuple(row) if row else None
-        if mtype == "status":
-            sql = (
-                "select key, pressed_at, lat, lon from status_events"
-                " where unit_id = ? and boot = ? and seq = ?"
-            )
-            row = self.db.execute(sql, key).fetchone()
-            return tuple(row) if row else None
-        if mtype == "tele":
-            sql = "select body from telemetry where unit_id = ? and boot = ? and seq = ?"
-        else:  # birth, bye, will
-            sql = "select body from conn_events where unit_id = ? and boot = ? and seq = ? and type = ?"
-            key.append(mtype)
-        row = self.db.execute(sql, key).fetchone()
-        return validate.signature(mtype, json.loads(row[0])) if row else None
-
-    # settings pushed to units
-    def push_settings(self, unit_id, values, remove=()):
-        """Record a push: the settings pushed so far, with `values` set and the names in
-        `remove` taken out (back to the unit's own). Returns (version, the whole set),
-        which is what the unit is sent. What an older gateway kept that a unit cannot
-        take is left out (unit_settings.known)."""
-        with self.atomic():
-            last = self.last_push(unit_id)
-            merged = unit_settings.known(last["values"]) if last else {}
-            merged.update(values)
-            for name in remove:
-                merged.pop(name, None)
-            version = (last["version"] if last else 0) + 1
-            self.db["settings_pushes"].insert(
-                {
-                    "unit_id": unit_id,
-                    "version": version,
-                    "values_json": json.dumps(merged),
-                    "pushed_at": time.time(),
-                }
-            )
-        return version, merged
-
-    def last_push(self, unit_id):
-        sql = (
-            "select version, values_json from settings_pushes where unit_id = ? order by version desc limit 1"
-        )
-        row = self.db.execute(sql, [unit_id]).fetchone()
-        return {"version": row[0], "values": json.loads(row[1])} if row else None
-
-    def add_action(self, act):
-        inc = act.incident or {}
-        row = {
-            "unit_id": act.unit_id,
-            "t": act.t,
-            "action": act.action,
-            "user": act.user,
-            "key": act.key,
-            "reason": act.reason,
-            "incident_lat": inc.get("lat"),
-            "incident_lon": inc.get("lon"),
-            "incident_kind": inc.get("kind"),
-            "incident_note": inc.get("note"),
-        }
-        if act.estimate:
-            row.update(eta_s=act.estimate["eta_s"], road_m=act.estimate["road_m"])
-            row["eta_method"] = act.estimate["method"]
-        return self.db["dispatcher_actions"].insert(row).last_pk
-
-    def purge(self, cutoff):
-        """Forget positions with a fix time, and quarantined messages and telemetry received, before
-        `cutoff`; status events, dispatcher actions and connection events stay."""
-        with self.atomic():
-            gone = self.db.execute("delete from positions where t < ?", [cutoff]).rowcount
-            gone += self.db.execute("delete from quarantine where received_at < ?", [cutoff]).rowcount
-            gone += self.db.execute("delete from telemetry where received_at < ?", [cutoff]).rowcount
-        return gone
-
-    # unit state snapshots
-    def save_states(self, states):
-        """The snapshots, (state, seen identities) of each unit a batch touched, in its
-        transaction. On the hot path, so not sqlite-utils' upsert_all (a savepoint and two
-        statements per chunk)."""
-        rows = [_state_row(state, seen) for state, seen in states]
-        if rows:
-            head, tail = _upsert_sql("unit_state", tuple(rows[0]), "unit_id")
-            insert_rows(self.db.conn, head, [tuple(r.values()) for r in rows], tail)
-
-    def load_states(self):
-        """(unit -> UnitState, unit -> SeenIds) as last saved."""
-        states, seen = {}, {}
-        for row in self.db["unit_state"].rows:
-            states[row["unit_id"]] = availability.from_json(json.loads(row["state"]))
-            seen[row["unit_id"]] = SeenIds.from_bytes(row["seen"])
-        return states, seen
+        return PgStore(database_url, instance)
+    return Store(Path(data_dir) / "siaga.db")
 
 
 def assignments(db, unit_id=None, since=None, until=None):
@@ -601,9 +716,9 @@ def device(db, unit_id):
 def statuses(db, unit_id, limit=100):
     """A unit's status history, crew presses and dispatcher changes, newest first."""
     sql = (
-        "select key, pressed_at, received_at, boot, seq, source, null as reason, null as user"
+        'select key, pressed_at, received_at, boot, seq, source, null as reason, null as "user"'
         " from status_events where unit_id = :u"
-        " union all select key, t, t, null, id, 'dispatcher', reason, user"
+        " union all select key, t, t, null, id, 'dispatcher', reason, \"user\""
         " from dispatcher_actions where unit_id = :u and action = 'status'"
         " order by pressed_at desc, received_at desc limit :n"
     )

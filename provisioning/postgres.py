@@ -318,7 +318,8 @@ def _wait_gone(pids, timeout=10):
 
 def start_primary(db="siaga", folder=None, port=None):
     """A new primary: initdb (trust on 127.0.0.1 and the folder's socket, replication
-    allowed from 127.0.0.1), started, with an empty database `db`."""
+    allowed from 127.0.0.1), started, with an empty database `db` (None: only the
+    `postgres` database initdb makes)."""
     server = LocalPostgres(make_folder(folder), port)
     try:
         server._run("initdb", "-D", server.data, *INITDB_FLAGS)
@@ -327,7 +328,8 @@ def start_primary(db="siaga", folder=None, port=None):
         with open(server.data / "postgresql.conf", "a") as conf:
             conf.write(f"\n# provisioning/postgres.py\n{settings}\ninclude = 'siaga.conf'\n")
         server.start()
-        _create_database(server, db)
+        if db and db != "postgres":
+            _create_database(server, db)
     except BaseException:
         server.remove()
         raise

@@ -64,7 +64,7 @@ def demo_login(data, name="dispatcher"):
             except Conflict:
                 auth.set_password(db, name, password)
     finally:
-        store.db.conn.close()
+        store.close()
     return name, password
 
 

@@ -25,30 +25,33 @@ def wait_until(predicate, timeout=15.0, interval=0.05, what="condition"):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}; last value {last!r}")
 
 
-def make_token(data_dir, role, name, replace=False):
+def make_token(data_dir, role, name, replace=False, database_url=""):
     """An API token made directly in the gateway's database in `data_dir` (what
     `siaga token create` does), so it works before the gateway starts; `replace`: the
     tokens of that name made before are revoked (a launcher's own token, new at each
     start, leaves none behind that stays valid)."""
     from gateway.auth import create_token, open_db, revoke_token
 
-    store = open_db(data_dir)
+    store = open_db(data_dir, database_url)
     try:
         with store.atomic() as db:
             if replace:
                 revoke_token(db, name)
             return create_token(db, role, name)[0]
     finally:
-        store.db.conn.close()
+        store.close()
 
 
 class GatewayProcess:
-    def __init__(self, data_dir, mqtt_port, http_port=None, client_id=None, extra=()):
+    def __init__(self, data_dir, mqtt_port, http_port=None, client_id=None, extra=(), database_url=""):
         self.data_dir = Path(data_dir)
+        self.database_url = database_url
         self.mqtt_port = mqtt_port
         self.http_port = http_port or free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.extra = ["--mqtt-client-id", client_id or f"gw-{self.http_port}", *extra]
+        if database_url:
+            self.extra += ["--database-url", database_url, "--instance", f"gw-{self.http_port}"]
         self.proc = None
         self.token = None  # a supervisor API token, made in start(); request() sends it
 
@@ -59,7 +62,9 @@ class GatewayProcess:
     def start(self, timeout=20):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.token is None:
-            self.token = make_token(self.data_dir, "supervisor", "gateway-process", replace=True)
+            self.token = make_token(
+                self.data_dir, "supervisor", f"gateway-process-{self.http_port}", True, self.database_url
+            )
         log = open(self.log_path, "ab")
         cmd = [
             sys.executable,

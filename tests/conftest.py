@@ -43,6 +43,60 @@ def secure_broker(tmp_path_factory):
     m.stop()
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server of the session's own, in a folder of its own on a free port
+    (provisioning/postgres.py); each test that uses it gets a database of its own."""
+    from provisioning.postgres import start_primary
+
+    server = start_primary(db=None)
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def database_url(postgres):
+    """A new, empty database on the session's PostgreSQL: its URL."""
+    import psycopg
+
+    name = f"t{next(_ids):05d}"
+    with psycopg.connect(postgres.url("postgres"), autocommit=True) as conn:
+        conn.execute(f"create database {name}")
+    yield postgres.url(name)
+    with psycopg.connect(postgres.url("postgres"), autocommit=True) as conn:
+        conn.execute(f"drop database if exists {name} with (force)")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_kind(request):
+    """Run the test against each store: SQLite (the default), PostgreSQL (shared)."""
+    return request.param
+
+
+@pytest.fixture
+def new_store(store_kind, tmp_path, request):
+    """new_store() -> a Store of the test's kind (store_kind): SQLite in tmp_path, or
+    PostgreSQL in a database of the test's own; the same database on each call."""
+    from gateway.store import open_store
+
+    url = request.getfixturevalue("database_url") if store_kind == "postgresql" else ""
+    made = []
+
+    def make():
+        made.append(open_store(tmp_path, url))
+        return made[-1]
+
+    yield make
+    for store in made:
+        store.close()
+
+
+@pytest.fixture
+def gateway_database(store_kind, request):
+    """The database_url of a gateway of the test's store_kind ("" for SQLite)."""
+    return request.getfixturevalue("database_url") if store_kind == "postgresql" else ""
+
+
 @pytest.fixture
 def gateway(broker, tmp_path):
     gw = GatewayProcess(tmp_path / "gateway", broker.port)

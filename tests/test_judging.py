@@ -1,4 +1,4 @@
-"""Each message judged alone, on a real SQLite store: whatever a message holds (an
+"""Each message judged alone, on a real store (SQLite and PostgreSQL): whatever a message holds (an
 attacker with one unit's password, a firmware bug), it is stored and applied, taken for
 the duplicate it is, or quarantined with a reason, and it never fails, loses or changes
 its neighbours. The same cases through the real broker and gateway process are in
@@ -17,7 +17,7 @@ from gateway.availability import Limits
 from gateway.identity import MAX_RANGES, SeenIds, Trust
 from gateway.pipeline import Action, Incoming, Pipeline
 from gateway.statuses import StatusScheme
-from gateway.store import QUARANTINE_KEEP_BYTES, Store
+from gateway.store import QUARANTINE_KEEP_BYTES
 
 sys.path.insert(0, str(REPO / "firmware" / "lib"))
 import wire  # noqa: E402  (the unit's own encoder: what a unit sends)
@@ -26,8 +26,9 @@ NOW = int(time.time())
 
 
 @pytest.fixture
-def p(tmp_path):
-    store = Store(tmp_path / "siaga.db")
+def p(new_store):
+    """A pipeline on each store (SQLite, PostgreSQL: the store_kind parameter)."""
+    store = new_store()
     for unit in ("amb-01", "amb-02"):
         store.upsert_unit({"unit_id": unit, "kind": "ambulance", "callsign": unit.upper(), "agency": ""})
     return Pipeline(store, StatusScheme(), Limits())
@@ -55,11 +56,11 @@ def fix(seq, t=NOW - 5, boot=1, lat=-2.21, unit="amb-01"):
 
 
 def quarantined(p):
-    return [r[0] for r in p.store.db.execute("select reason from quarantine order by id")]
+    return [r[0] for r in p.store.reader().execute("select reason from quarantine order by id")]
 
 
 def count(p, table):
-    return p.store.db.execute(f"select count(*) from {table}").fetchone()[0]
+    return p.store.reader().execute(f"select count(*) from {table}").fetchone()[0]
 
 
 STATUS = b'"_type": "status", "boot": 1, "seq": 9, "key": 3, "t": 1, "sent": 1'
@@ -97,13 +98,13 @@ def test_numbers_no_reply_can_carry_never_get_in(p):
 
 def test_fields_a_unit_does_not_send_are_left_out(p):
     p.handle([birth(fw="0.2.0", colour="red", nested={"a": 1})], NOW)
-    body = json.loads(p.store.db.execute("select body from conn_events").fetchone()[0])
+    body = json.loads(p.store.reader().execute("select body from conn_events").fetchone()[0])
     assert body["fw"] == "0.2.0" and "colour" not in body and "nested" not in body
 
 
 def test_a_huge_payload_keeps_only_its_head_in_quarantine(p):
     p.handle([msg("status", b"x" * 16_000_000)], NOW)
-    payload, detail = p.store.db.execute("select payload, detail from quarantine").fetchone()
+    payload, detail = p.store.reader().execute("select payload, detail from quarantine").fetchone()
     assert len(payload) == QUARANTINE_KEEP_BYTES and "16000000 bytes" in detail
 
 
@@ -115,7 +116,7 @@ def test_a_duplicate_changes_nothing_and_a_different_one_is_quarantined(p):
     out = p.handle([press(5, key=1)], NOW)  # the same identity, other content
     assert quarantined(p) == ["conflicting_duplicate"] and out.downlinks == []
     assert p.view("amb-01", NOW)["status"]["key"] == 6
-    assert p.store.db.execute("select key from status_events").fetchall() == [(6,)]
+    assert p.store.reader().execute("select key from status_events").fetchall() == [(6,)]
 
 
 def test_an_identity_used_by_a_position_cannot_be_used_by_a_press(p):
@@ -217,7 +218,7 @@ def test_an_unforeseen_failure_costs_its_message_only(p):
     p.store = Breaking(p.store, KeyError("surprise"))
     out = p.handle([birth(), press(1, key=2), tele(2), press(3, key=3, unit="amb-02"), fix(4)], NOW)
     assert quarantined(p) == ["internal_error"]
-    detail = p.store.db.execute("select detail from quarantine").fetchone()[0]
+    detail = p.store.reader().execute("select detail from quarantine").fetchone()[0]
     assert "KeyError" in detail
     assert len(out.acknowledge) == 5 and out.retry == []
     assert count(p, "status_events") == 2 and count(p, "positions") == 1

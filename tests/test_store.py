@@ -1,5 +1,6 @@
-"""Storage on a real SQLite file: idempotent writes, retention, and a database that any
-SQLite tool (Datasette, the sqlite3 shell) opens as it is."""
+"""Storage on a real SQLite file and a real PostgreSQL database (the store_kind
+parameter): idempotent writes, retention; and a SQLite database that any SQLite tool
+(Datasette, the sqlite3 shell) opens as it is."""
 
 import sqlite3
 import sys
@@ -16,8 +17,7 @@ sys.path.insert(0, str(REPO / "firmware" / "lib"))
 import wire  # noqa: E402  (the unit's own encoder: what a unit sends)
 
 
-def pipeline(tmp_path):
-    store = Store(tmp_path / "siaga.db")
+def pipeline(store):
     store.upsert_unit({"unit_id": "amb-01", "kind": "ambulance", "callsign": "AMBULANS 01", "agency": ""})
     return store, Pipeline(store, StatusScheme(), Limits())
 
@@ -34,11 +34,11 @@ def status(seq, t, key=3):
 
 
 def count(store, table):
-    return store.db.execute(f"select count(*) from {table}").fetchone()[0]
+    return store.reader().execute(f"select count(*) from {table}").fetchone()[0]
 
 
-def test_a_message_stored_twice_is_stored_once(tmp_path):
-    store, p = pipeline(tmp_path)
+def test_a_message_stored_twice_is_stored_once(new_store):
+    store, p = pipeline(new_store())
     now = time.time()
     batch = [pos(1, int(now) - 10), pos(2, int(now) - 5), status(3, int(now) - 4)]
     p.handle(batch, now)
@@ -47,8 +47,8 @@ def test_a_message_stored_twice_is_stored_once(tmp_path):
     assert len(out.downlinks) == 1  # the repeated status is acknowledged again
 
 
-def test_retention_forgets_old_positions_and_keeps_statuses(tmp_path):
-    store, p = pipeline(tmp_path)
+def test_retention_forgets_old_positions_and_keeps_statuses(new_store):
+    store, p = pipeline(new_store())
     now = time.time()
     old, new = int(now - 100 * 86400), int(now - 3600)
     p.handle([pos(1, old), pos(2, new), status(3, old)], now)
@@ -57,7 +57,7 @@ def test_retention_forgets_old_positions_and_keeps_statuses(tmp_path):
 
 
 def test_the_database_opens_in_any_sqlite_tool(tmp_path):
-    store, p = pipeline(tmp_path)
+    store, p = pipeline(Store(tmp_path / "siaga.db"))
     p.handle([pos(1, int(time.time()))], time.time())
     db = sqlite3.connect(f"file:{tmp_path / 'siaga.db'}?mode=ro", uri=True)
     assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
@@ -76,8 +76,8 @@ def test_the_database_opens_in_any_sqlite_tool(tmp_path):
     assert db.execute("select unit_id, lat, lon from positions").fetchall() == [("amb-01", -2.21, 113.92)]
 
 
-def test_impossible_or_foreign_messages_are_quarantined_and_change_nothing(tmp_path):
-    store, p = pipeline(tmp_path)
+def test_impossible_or_foreign_messages_are_quarantined_and_change_nothing(new_store):
+    store, p = pipeline(new_store())
     now = time.time()
     future = int(now + 3 * 86400)
     spoofed = wire.encode_json("status", 1, 7, key=3, t=int(now), sent=int(now), unit="amb-02")
@@ -88,17 +88,17 @@ def test_impossible_or_foreign_messages_are_quarantined_and_change_nothing(tmp_p
         Incoming("siaga/amb-01/pos", b"\x50" + bytes(28), now),  # fix time 0
     ]
     p.handle(bad, now)
-    rows = store.db.execute("select reason, topic from quarantine order by id").fetchall()
+    rows = store.reader().execute("select reason, topic from quarantine order by id").fetchall()
     assert [r[0] for r in rows] == ["unit_mismatch", "future_time", "unknown_unit", "impossible_time"]
     assert dict(p.refused) == {"unit_mismatch": 1, "future_time": 1, "impossible_time": 1, "unknown_unit": 1}
     assert count(store, "positions") == 0 and count(store, "status_events") == 0
     assert p.states == {}
 
 
-def test_a_unit_follows_the_status_scheme_its_registry_entry_names(tmp_path):
+def test_a_unit_follows_the_status_scheme_its_registry_entry_names(new_store):
     from gateway.statuses import Status, StatusScheme
 
-    store = Store(tmp_path / "siaga.db")
+    store = new_store()
     rescue = StatusScheme(
         (
             Status(1, "ready", "Siap", "Ready", "available"),
@@ -134,7 +134,7 @@ def test_a_batch_with_a_press_is_synced_at_its_commit_and_positions_alone_are_no
     def synchronous():
         return store.db.execute("pragma synchronous").fetchone()[0]
 
-    store, p = pipeline(tmp_path)
+    store, p = pipeline(Store(tmp_path / "siaga.db"))
     now = int(time.time())
     p.handle([pos(1, now - 10), pos(2, now - 9)], now)
     assert synchronous() == 1

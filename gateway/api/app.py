@@ -154,19 +154,30 @@ def create_app(gw):
     def health():
         """Whether the gateway takes in what units send: 200 ok, or 503 degraded when
         ingest has stalled (nothing committed for `ingest_stall_after` s while messages
-        wait) or the broker is unreachable; `problems` says which."""
-        ingest = gw.ingest.health()
+        wait), the broker or the database is unreachable; `problems` says which. With
+        several gateways on one database: `role` leader or standby, `leader` (who holds
+        the lock), `notifications` (the last change seen from the others) and
+        `database` (which server answers, and whether it is the primary)."""
+        ingest, role = gw.ingest.health(), gw.role()
+        problems = ingest["problems"]
+        if role["database"].get("reachable") is False:
+            problems.append(f"database unreachable: {role['database'].get('error')}")
+        try:
+            quarantined = store.quarantine_counts(reader)
+        except gw.store.faults:
+            quarantined = None
         body = {
-            "status": "degraded" if ingest["problems"] else "ok",
+            "status": "degraded" if problems else "ok",
             "version": __version__,
             **ingest,
+            **role,  # leader or standby, who leads, the database, the notifications seen
             "units": len(gw.pipeline.registry),
             "accepted": gw.pipeline.accepted,  # since this start
             "duplicates": gw.pipeline.duplicates,  # since this start: stored before, changed nothing
             "refused": dict(gw.pipeline.refused),  # since this start, by reason
-            "quarantined": store.quarantine_counts(reader),  # kept in quarantine, by reason
+            "quarantined": quarantined,  # kept in quarantine, by reason
         }
-        return JSONResponse(body, status_code=503 if ingest["problems"] else 200)
+        return JSONResponse(body, status_code=503 if problems else 200)
 
     @app.get("/api/v1/units")
     def units(kind: UnitKind | None = None, availability: Availability | None = None):

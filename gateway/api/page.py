@@ -59,6 +59,17 @@ def _statuses(scheme):
     return out
 
 
+def gateway_list(text):
+    """The `gateways` setting as the page's list: each address once, in order, without a
+    trailing /; [] when unset. Only http:// and https:// addresses: the page goes there."""
+    out = []
+    for part in (text or "").split(","):
+        address = part.strip().rstrip("/")
+        if address.startswith(("http://", "https://")) and address not in out:
+            out.append(address)
+    return out
+
+
 def mount(app, gw):
     """Serve the page, its static files and the vendored libraries on `app`."""
     r = APIRouter()
@@ -77,7 +88,9 @@ def mount(app, gw):
         centre's own XYZ source (a gateway setting, "" when unset), its attribution; the
         status schemes' labels by name (a unit's `status_scheme` names its own;
         `statuses` is the default scheme's, as before there were others), the kinds of
-        unit and incident, and the zone times are shown in."""
+        unit and incident, the zone times are shown in, and `gateways`: every gateway of
+        the centre (the setting, [] when unset), where the page goes when its own stops
+        answering (docs/high-availability.md)."""
         schemes = {name: _statuses(scheme) for name, scheme in gw.pipeline.schemes.items()}
         return {
             "basemap": basemap.described(gw.settings["data"]),
@@ -88,6 +101,7 @@ def mount(app, gw):
             "unit_kinds": list(centre.UNIT_KINDS),
             "incident_kinds": list(centre.INCIDENT_KINDS),
             "zone": {"name": centre.ZONE_NAME, "offset_s": centre.ZONE_OFFSET_S},
+            "gateways": gateway_list(gw.settings.get("gateways", "")),
         }
 
     @r.get("/vendor/leaflet/{path:path}", include_in_schema=False)

@@ -7,6 +7,7 @@ import { api, ApiError, can, login, logout, session, whoAmI } from "./api.js";
 import { baseLayers, showBaseLayers } from "./basemap.js";
 import { age, distance, setZone, supplyLow, volts, wib, wibWhen } from "./format.js";
 import { currentLang, setLang, statusLabel, t, translateStatic } from "./i18n.js";
+import { firstAnswering, handOverUrl, takeOver } from "./gateways.js";
 import { badge, escape, fixAge, look, LOOK, stale, unitIcon } from "./markers.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -31,6 +32,8 @@ const state = {
   route: null, // the candidate whose route is drawn
   override: null, // {unit_id}: an assignment the API refused, waiting for the reason
   autoView: true, // the map shows what fitUnits chose (the dispatcher has not moved it)
+  gateways: [], // every gateway of the centre, from /api/v1/map-config: where to go when this one is silent
+  move: null, // {key, params}: the banner about moving to another gateway
 };
 // For the browser tests and the benchmark: what the page has drawn, and when.
 const probe = (window.__siaga = { ready: false, markersDrawnAt: null, updates: [], stream: "connecting", beeping: false });
@@ -42,7 +45,12 @@ const serverNow = () => Date.now() / 1000 + state.clockOffset;
 // ---- boot ------------------------------------------------------------------------
 
 async function boot() {
-  setLang(currentLang());
+  const arrived = takeOver(); // from another gateway that stopped answering
+  setLang(arrived?.lang || currentLang());
+  if (arrived) {
+    if (arrived.incident) sessionStorage.setItem(SAVED, JSON.stringify(arrived.incident));
+    showMove("gateway_moved", { from: arrived.from, to: location.origin }, MOVED_SHOWN_MS);
+  }
   bindUi();
   renderStatic();
   if (await whoAmI()) start();
@@ -56,6 +64,7 @@ async function start() {
   if (!map) {
     const config = await api("GET", "/map-config");
     state.schemes = config.schemes || { default: config.statuses || [] };
+    state.gateways = config.gateways || [];
     KINDS = config.unit_kinds || [];
     setZone(config.zone);
     $("#clock").title = `${config.zone.name} (UTC${config.zone.offset_s >= 0 ? "+" : ""}${config.zone.offset_s / 3600})`;
@@ -70,24 +79,85 @@ async function start() {
 }
 
 // ---- the gateway's own health: a banner when ingest has stalled or the broker is gone --
+// When the gateway does not answer at all (the stream lost, and /health silent for
+// MOVE_AFTER_MS), the page goes to the next gateway of the centre that answers.
 
 const HEALTH_EVERY_MS = 5000;
+const SILENT_EVERY_MS = 2000; // asked more often while it does not answer
+const HEALTH_TIMEOUT_MS = 4000;
+const MOVE_AFTER_MS = 10000;
+const MOVE_NOTICE_MS = 1500; // the banner says where the page goes, then it goes
+const MOVED_SHOWN_MS = 30000; // on the next gateway, the banner says where it came from
+// A proxy's reply when no gateway is behind it; a gateway's own 503 is JSON and an answer.
+const PROXY_STATUSES = [502, 503, 504];
 let healthTimer;
+let healthAsking = false;
+let silentSince = null; // when the gateway last stopped answering (Date.now()), or null
+
 async function checkHealth() {
+  if (healthAsking) return;
+  healthAsking = true;
   clearTimeout(healthTimer);
   let why = null;
   try {
-    const resp = await fetch("/api/v1/health", { headers: { Accept: "application/json" } });
+    const resp = await fetch("/api/v1/health", { headers: { Accept: "application/json" }, cache: "no-store", signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS) });
+    if (PROXY_STATUSES.includes(resp.status) && !(resp.headers.get("content-type") || "").includes("json")) throw new Error("no gateway behind the proxy");
     const health = await resp.json();
     if (health.status !== "ok") why = (health.problems || []).join("; ") || health.status;
+    silentSince = null;
   } catch (err) {
     why = t("gateway_silent");
+    silentSince = silentSince ?? Date.now();
+  } finally {
+    healthAsking = false;
   }
   probe.degraded = why;
   const banner = $("#degraded");
   banner.hidden = why === null;
   banner.textContent = why === null ? "" : t("degraded", { why });
-  healthTimer = setTimeout(checkHealth, HEALTH_EVERY_MS);
+  if (silentSince === null && state.move?.key === "gateway_none") showMove(null);
+  if (silentSince !== null && state.streamLost && Date.now() - silentSince >= MOVE_AFTER_MS) await moveOn();
+  healthTimer = setTimeout(checkHealth, silentSince === null ? HEALTH_EVERY_MS : SILENT_EVERY_MS);
+}
+
+// To the first other gateway that answers (gateways.js), with what must survive the move.
+let moving = false;
+async function moveOn() {
+  if (moving || !state.gateways.length) return;
+  moving = true;
+  try {
+    const from = location.origin;
+    const to = await firstAnswering(state.gateways);
+    if (!to) return showMove("gateway_none", { from });
+    showMove("gateway_moving", { from, to });
+    probe.movingTo = to;
+    await new Promise((resolve) => setTimeout(resolve, MOVE_NOTICE_MS));
+    if (!state.streamLost) return showMove(null); // its own came back meanwhile
+    location.assign(handOverUrl(to, keptOnMove()));
+  } finally {
+    moving = false;
+  }
+}
+
+function keptOnMove() {
+  const kept = { lang: currentLang() };
+  if (!state.incident) return kept;
+  return { ...kept, lat: state.incident.lat, lon: state.incident.lon, kind: $("#inc-kind").value, note: $("#inc-note").value };
+}
+
+let moveTimer;
+function showMove(key, params = {}, hideAfterMs = 0) {
+  clearTimeout(moveTimer);
+  state.move = key ? { key, params } : null;
+  drawMove();
+  if (key && hideAfterMs) moveTimer = setTimeout(() => showMove(null), hideAfterMs);
+}
+
+function drawMove() {
+  const el = $("#gateway-move");
+  el.hidden = !state.move;
+  el.dataset.key = state.move?.key || "";
+  el.textContent = state.move ? t(state.move.key, state.move.params) : "";
 }
 
 function applyRole() {
@@ -205,6 +275,7 @@ function connectStream() {
   source.addEventListener("error", () => {
     setStream("lost");
     state.streamLost = true;
+    if (silentSince === null) checkHealth(); // is it the stream, or the whole gateway?
     if (source.readyState === EventSource.CLOSED) setTimeout(connectStream, 2000);
   });
   source.addEventListener("unit", (e) => {
@@ -952,6 +1023,7 @@ function switchLanguage() {
   drawEmergencies();
   drawAssignState();
   drawDataOld();
+  drawMove();
   drawOverride();
   drawNearest();
   const u = state.selected && units.get(state.selected);
