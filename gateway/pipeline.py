@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from . import availability, protocol, validate
-from .errors import ProtocolError, Rejected, StoreUnavailable
+from .errors import NotAvailable, ProtocolError, Rejected, StoreUnavailable
 from .identity import SeenIds, Trust
 
 log = logging.getLogger("siaga.pipeline")
@@ -65,6 +65,7 @@ class Action:
     reason: str = ""
     incident: dict | None = None
     estimate: dict | None = None  # an assignment's drive time as the gateway gave it (nearest.estimate)
+    only_if_available: bool = False  # refused (NotAvailable) unless the unit is available when it is applied
     action_id: int | None = None
     done: Future = field(default_factory=Future)
 
@@ -168,10 +169,11 @@ class Pipeline:
         name = (self.registry.get(unit_id) or {}).get("status_scheme") or "default"
         return self.schemes.get(name) or self.schemes["default"]
 
-    def view(self, unit_id, now):
+    def view(self, unit_id, now, state=None):
         row = self.registry.get(unit_id) or {}
         home = (row.get("home_lat"), row.get("home_lon"))
-        view = availability.view(self.state(unit_id), now, self.limits, self.scheme_for(unit_id), home)
+        state = state or self.state(unit_id)
+        view = availability.view(state, now, self.limits, self.scheme_for(unit_id), home)
         return availability.decommissioned(view, row.get("decommissioned_at"))
 
     def refresh_registry(self):
@@ -294,6 +296,22 @@ class Pipeline:
 
     # dispatcher actions
     def _action(self, act, b):
+        if act.done.done():  # refused already, in a try of this batch before
+            return
+        if (
+            act.only_if_available
+        ):  # checked here, under the unit's lock: no other gateway assigns it meanwhile
+            unit = self.view(act.unit_id, act.t, b.state(act.unit_id))
+            if unit["availability"] != "available":
+                status = unit["status"]
+                said = f", status {status['key']} {status['label']}" if status else ""
+                act.done.set_exception(
+                    NotAvailable(
+                        f"{act.unit_id} is not available ({unit['availability']}{said}): to assign it"
+                        " anyway, confirm with an override_reason",
+                    )
+                )
+                return
         action_id = self.store.add_action(act)
         event = availability.DispatcherAction(
             act.action,

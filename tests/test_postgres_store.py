@@ -216,3 +216,31 @@ def test_a_message_with_a_nul_byte_is_quarantined_not_a_fault(database_url):
     out = p.handle([birth(), msg("status", b'{"_type": "status", "boot": 1, "seq": 2, "x": "\\u0000"}')], NOW)
     assert out.retry == [] and len(out.acknowledge) == 2
     store.close()
+
+
+def test_two_dispatchers_on_two_gateways_cannot_both_assign_one_unit(database_url):
+    a, b = PgStore(database_url, "a"), PgStore(database_url, "b")
+    register(a, "amb-01")
+    gateways = [pipeline(a), pipeline(b)]
+    gateways[0].handle([birth(), press(1, key=2), fix(2)], NOW)
+    for p in gateways:
+        p.handle([Changed("amb-01", gateways[0].versions["amb-01"])], NOW)
+        assert p.view("amb-01", NOW)["availability"] == "available"
+    incident = {"lat": -2.2, "lon": 113.9, "kind": "fire"}
+    acts = [Action("amb-01", "assign", NOW, user, incident=incident, only_if_available=True) for user in "xy"]
+    start = threading.Barrier(2)
+
+    def assign(p, act):
+        start.wait()
+        p.handle([act], NOW)
+
+    threads = [threading.Thread(target=assign, args=pair) for pair in zip(gateways, acts, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    errors = [act.done.exception(0) for act in acts]
+    assert sorted(type(e).__name__ for e in errors) == ["NoneType", "NotAvailable"]
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("select count(*) from dispatcher_actions where action = 'assign'").fetchone()[0] == 1
+    a.close(), b.close()

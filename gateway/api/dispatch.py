@@ -1,13 +1,11 @@
 """Dispatcher actions and the nearest available units (/api/v1)."""
 
-import threading
-
 from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
 from .. import nearest as ranking
 from ..centre import local_time
-from ..errors import BadRequest, Conflict, NotAvailable
+from ..errors import BadRequest, Conflict
 from ..pipeline import Action
 from .params import INCIDENT_KINDS, UNIT_ID, IncidentKind, Integer, Strict, UnitKind
 
@@ -36,7 +34,6 @@ class ReasonIn(Strict):
 
 def router(gw, registered, unit_json, user_of):
     r = APIRouter(prefix="/api/v1")
-    assigning = threading.Lock()  # one assignment checked and made at a time: no double assign
 
     def run(unit_id, action, user, **kw):
         registered(unit_id)
@@ -57,18 +54,6 @@ def router(gw, registered, unit_json, user_of):
             )
         return row
 
-    def available(unit, override_reason):
-        """409 `not_available` for a unit that is not available (busy, already assigned,
-        offline, ...), unless the dispatcher confirms an override with a reason."""
-        if unit["availability"] == "available" or override_reason:
-            return
-        status = unit["status"]
-        said = f", status {status['key']} {status['label']}" if status else ""
-        raise NotAvailable(
-            f"{unit['unit_id']} is not available ({unit['availability']}{said}): to assign it"
-            " anyway, confirm with an override_reason",
-        )
-
     @r.post("/units/{unit_id}/assign")
     def assign(body: AssignIn, user: str = user_of(), unit_id: str = UNIT_ID):
         """Assign the unit to an incident; it is `assigned` until its crew presses 3. A
@@ -76,19 +61,17 @@ def router(gw, registered, unit_json, user_of):
         `override_reason` confirms it (recorded with the assignment); a decommissioned
         unit always (409, `decommissioned`)."""
         position = unit_json(in_service(unit_id, "assigned"))["position"]
-        graph, _ = gw.roads.current()  # the drive time, before the lock: it takes a search
+        graph, _ = gw.roads.current()
         estimate = ranking.estimate(graph, (body.lat, body.lon), position)
-        with assigning:  # the check and the assignment, one at a time
-            available(unit_json(registered(unit_id)), body.override_reason)
-            incident = body.model_dump(exclude={"override_reason"})
-            done = run(
-                unit_id,
-                "assign",
-                user,
-                incident=incident,
-                estimate=estimate,
-                reason=body.override_reason or "",
-            )
+        done = run(  # availability is checked where the action is applied: under the unit's lock
+            unit_id,
+            "assign",
+            user,
+            incident=body.model_dump(exclude={"override_reason"}),
+            estimate=estimate,
+            reason=body.override_reason or "",
+            only_if_available=not body.override_reason,
+        )
         return done | {"estimate": estimate}
 
     @r.post("/units/{unit_id}/release")
