@@ -175,17 +175,21 @@ def test_map_config_says_no_other_gateways_by_default(gateway):
 # ---- the page ------------------------------------------------------------------------
 
 
+def listing_both(broker, tmp_path, database_url=""):
+    """Gateways A and B, A with `gateways` = "A,B" (as a person writes it: a / and a
+    space); on `database_url` both, else each on a SQLite data folder of its own."""
+    b = GatewayProcess(tmp_path / "b", broker.port, database_url=database_url)
+    port_a = free_port()
+    listed = ["--gateways", f"http://127.0.0.1:{port_a}/, {b.url}"]
+    a = GatewayProcess(tmp_path / "a", broker.port, port_a, extra=listed, database_url=database_url)
+    return a, b
+
+
 @pytest.fixture
 def two_gateways(broker, tmp_path):
-    """Gateway A with `gateways` = "A,B", and gateway B. Each has its own SQLite data folder
-    (two gateways on one SQLite file are not safe): each knows the same dispatcher and
-    unit, but not the other's sessions."""
-    b = GatewayProcess(tmp_path / "b", broker.port)
-    port_a = free_port()
-    a_url = f"http://127.0.0.1:{port_a}"
-    a = GatewayProcess(
-        tmp_path / "a", broker.port, http_port=port_a, extra=["--gateways", f"{a_url}/, {b.url}"]
-    )
+    """A and B each on a SQLite data folder of its own (two gateways on one SQLite file
+    are not safe): each knows the same dispatcher and unit, not the other's sessions."""
+    a, b = listing_both(broker, tmp_path)
     try:
         yield a.start(), b.start()
     finally:
@@ -193,43 +197,79 @@ def two_gateways(broker, tmp_path):
         b.stop()
 
 
-def test_the_page_moves_to_the_next_gateway_when_its_own_dies(two_gateways, unit_id):
-    a, b = two_gateways
-    for gw in (a, b):
-        user = {"name": "disp", "role": "dispatcher", "password": PASSWORD}
-        assert gw.request("POST", "/api/v1/users", user)[0] == 201
-        gw.register(unit_id, kind="ambulance")
-    assert a.get("/api/v1/map-config")[1]["gateways"] == [a.url, b.url]
+@pytest.fixture
+def two_gateways_one_database(broker, tmp_path, database_url):
+    """A and B on one PostgreSQL database, as a centre runs them."""
+    a, b = listing_both(broker, tmp_path, database_url)
+    try:
+        yield a.start(), b.start()
+    finally:
+        a.stop()
+        b.stop()
 
+
+@pytest.fixture
+def chromium():
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM)
-        try:
-            page = browser.new_page()
-            log_in(page, a.url, "disp", PASSWORD)
-            expect(page.locator("#units tbody tr")).to_have_count(1)
-            page.fill("#inc-lat", "-2.205")
-            page.fill("#inc-lon", "113.92")
-            page.fill("#inc-note", "rumah terbakar")
-            page.click("#incident-form button[type=submit]")
+        yield browser.new_page()
+        browser.close()
 
-            a.kill()
-            moving = page.locator("#gateway-move")
-            expect(moving).to_have_attribute("data-key", "gateway_moving", timeout=20000)
-            expect(moving).to_have_text(f"Gateway {a.url} tidak menjawab; pindah ke {b.url}…")
-            page.wait_for_url(lambda url: url.startswith(b.url + "/"), timeout=10000)
 
-            # B's database does not know A's session (one host: the cookie came along)
-            expect(page.locator("#login")).to_be_visible(timeout=10000)
-            page.fill("#login-user", "disp")
-            page.fill("#login-pass", PASSWORD)
-            page.click("#login-form button[type=submit]")
-            page.wait_for_function("window.__siaga.ready")
-            expect(page.locator("#units tbody tr")).to_have_count(1)
-            expect(page.locator("#gateway-move")).to_have_text(
-                f"Gateway {a.url} tidak menjawab; pindah ke {b.url}"
-            )
-            expect(page.locator("#inc-lat")).to_have_value("-2.20500")  # the incident came along
-            expect(page.locator("#inc-note")).to_have_value("rumah terbakar")
-            assert "#" not in page.url  # what came in the fragment is not taken twice
-        finally:
-            browser.close()
+def add_dispatcher_and_unit(gw, unit_id):
+    user = {"name": "disp", "role": "dispatcher", "password": PASSWORD}
+    assert gw.request("POST", "/api/v1/users", user)[0] == 201
+    gw.register(unit_id, kind="ambulance")
+
+
+def mark_an_incident_then_kill(page, a, b):
+    """On A's page, mark an incident; kill A; the page says it moves, and lands on B."""
+    log_in(page, a.url, "disp", PASSWORD)
+    expect(page.locator("#units tbody tr")).to_have_count(1)
+    page.fill("#inc-lat", "-2.205")
+    page.fill("#inc-lon", "113.92")
+    page.fill("#inc-note", "rumah terbakar")
+    page.click("#incident-form button[type=submit]")
+
+    a.kill()
+    moving = page.locator("#gateway-move")
+    expect(moving).to_have_attribute("data-key", "gateway_moving", timeout=20000)
+    expect(moving).to_have_text(f"Gateway {a.url} tidak menjawab; pindah ke {b.url}…")
+    page.wait_for_url(lambda url: url.startswith(b.url + "/"), timeout=10000)
+
+
+def the_map_is_back_as_it_was(page, a, b):
+    page.wait_for_function("window.__siaga.ready")
+    expect(page.locator("#units tbody tr")).to_have_count(1)
+    expect(page.locator("#gateway-move")).to_have_text(f"Gateway {a.url} tidak menjawab; pindah ke {b.url}")
+    expect(page.locator("#inc-lat")).to_have_value("-2.20500")  # the incident came along
+    expect(page.locator("#inc-note")).to_have_value("rumah terbakar")
+    assert "#" not in page.url  # what came in the fragment is not taken twice
+
+
+def test_the_page_moves_to_the_next_gateway_when_its_own_dies(two_gateways, unit_id, chromium):
+    a, b = two_gateways
+    for gw in (a, b):
+        add_dispatcher_and_unit(gw, unit_id)
+    assert a.get("/api/v1/map-config")[1]["gateways"] == [a.url, b.url]
+
+    mark_an_incident_then_kill(chromium, a, b)
+    # B's database does not know A's session (one host: the cookie came along)
+    expect(chromium.locator("#login")).to_be_visible(timeout=10000)
+    chromium.fill("#login-user", "disp")
+    chromium.fill("#login-pass", PASSWORD)
+    chromium.click("#login-form button[type=submit]")
+    the_map_is_back_as_it_was(chromium, a, b)
+
+
+def test_on_one_database_the_dispatcher_stays_logged_in_when_the_page_moves(
+    two_gateways_one_database, unit_id, chromium
+):
+    """One host, two ports: the browser sends A's session cookie to B (cookies ignore
+    ports), and B finds the session in the database they share."""
+    a, b = two_gateways_one_database
+    add_dispatcher_and_unit(a, unit_id)
+
+    mark_an_incident_then_kill(chromium, a, b)
+    the_map_is_back_as_it_was(chromium, a, b)
+    expect(chromium.locator("#login")).to_be_hidden()
