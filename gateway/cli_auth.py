@@ -94,6 +94,11 @@ def cmd_token_revoke(args):
 def _data_flags(p):
     p.add_argument("--data", default=None, help="the gateway's data folder [env SIAGA_DATA_DIR, default var]")
     p.add_argument("--config", help="the gateway's TOML settings file (for its data folder)")
+    p.add_argument(
+        "--database-url",
+        default=None,
+        help="the gateway's PostgreSQL [env SIAGA_DATABASE_URL; unset: SQLite]",
+    )
 
 
 def add_commands(sub):

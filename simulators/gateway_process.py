@@ -43,8 +43,19 @@ def make_token(data_dir, role, name, replace=False, database_url=""):
 
 
 class GatewayProcess:
-    def __init__(self, data_dir, mqtt_port, http_port=None, client_id=None, extra=(), database_url=""):
+    def __init__(
+        self,
+        data_dir,
+        mqtt_port,
+        http_port=None,
+        client_id=None,
+        extra=(),
+        database_url="",
+        log_name="gateway.log",
+    ):
+        """`log_name`: its log file in `data_dir` (two gateways on one data folder: two names)."""
         self.data_dir = Path(data_dir)
+        self.log_name = log_name
         self.database_url = database_url
         self.mqtt_port = mqtt_port
         self.http_port = http_port or free_port()
@@ -55,9 +66,17 @@ class GatewayProcess:
         self.proc = None
         self.token = None  # a supervisor API token, made in start(); request() sends it
 
+    def store_flags(self):
+        """The flags that give `siaga user` / `siaga token` this gateway's database."""
+        return [
+            "--data",
+            str(self.data_dir),
+            *(["--database-url", self.database_url] if self.database_url else []),
+        ]
+
     @property
     def log_path(self):
-        return self.data_dir / "gateway.log"
+        return self.data_dir / self.log_name
 
     def start(self, timeout=20):
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -106,6 +106,16 @@ def gateway(broker, tmp_path):
 
 
 @pytest.fixture
+def gateway_on_each_store(broker, tmp_path, gateway_database):
+    """The gateway process on SQLite, then on PostgreSQL (the store_kind parameter): a
+    test module runs on both by naming this its `gateway`."""
+    gw = GatewayProcess(tmp_path / "gateway", broker.port, database_url=gateway_database)
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
 def vunits(broker, tmp_path):
     """Start virtual units: vunits(unit_id, **options) -> VirtualUnit."""
     started = []

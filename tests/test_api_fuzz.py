@@ -16,11 +16,20 @@ EXAMPLES = 20  # per operation; each is sent once per role
 schema = schemathesis.pytest.from_fixture("api_schema").exclude(path="/api/v1/stream")
 
 
-@pytest.fixture(scope="module")
-def fuzzed(broker, tmp_path_factory):
-    gw = GatewayProcess(tmp_path_factory.mktemp("fuzzed"), broker.port).start()
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fuzzed(request, broker, tmp_path_factory):
+    """The gateway on each store: PostgreSQL refuses what SQLite takes (a NUL in text)."""
+    url = ""
+    if request.param == "postgresql":
+        import psycopg
+
+        server = request.getfixturevalue("postgres")
+        with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+            conn.execute("create database fuzzed")
+        url = server.url("fuzzed")
+    gw = GatewayProcess(tmp_path_factory.mktemp("fuzzed"), broker.port, database_url=url).start()
     gw.register("amb-01", kind="ambulance")
-    tokens = {role: make_token(gw.data_dir, role, f"fuzz-{role}") for role in ROLES}
+    tokens = {role: make_token(gw.data_dir, role, f"fuzz-{role}", database_url=url) for role in ROLES}
     yield gw, tokens
     gw.stop()
 

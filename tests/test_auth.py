@@ -21,6 +21,12 @@ from simulators.gateway_process import GatewayProcess, make_token
 PASSWORD = "rahasia-112"
 
 
+@pytest.fixture
+def gateway(gateway_on_each_store):
+    """Each test here runs on both stores: SQLite and PostgreSQL."""
+    return gateway_on_each_store
+
+
 def siaga(*args, **env):
     clean = {k: v for k, v in os.environ.items() if k not in ("SIAGA_TOKEN", "SIAGA_PASSWORD")}
     return subprocess.run(
@@ -76,7 +82,7 @@ def test_every_route_of_the_app_is_in_the_permission_table(tmp_path):
             path = route.path_format
             assert path in logins.PUBLIC_PATHS or path.startswith(logins.PUBLIC_PREFIXES), path
     assert seen >= 25
-    gw.store.db.conn.close()
+    gw.store.close()
 
 
 def test_every_non_public_route_refuses_an_anonymous_call(gateway):
@@ -163,7 +169,7 @@ def test_roles_decide_who_assigns_who_locks_and_who_manages_users(gateway, unit_
     mqtt_client.publish(f"siaga/{unit_id}/conn", json.dumps(birth), qos=1).wait_for_publish()
     mqtt_client.publish(f"siaga/{unit_id}/status", json.dumps(status), qos=1).wait_for_publish()
     wait_until(lambda: gateway.unit(unit_id)["availability"] == "available", what="the unit available")
-    viewer = make_token(gateway.data_dir, "viewer", "wallboard")
+    viewer = make_token(gateway.data_dir, "viewer", "wallboard", database_url=gateway.database_url)
     assign = {"lat": -2.21, "lon": 113.92, "kind": "medical"}
 
     r = call(gateway, "POST", f"/api/v1/units/{unit_id}/assign", viewer, json=assign)
@@ -223,7 +229,7 @@ def test_technician_sees_device_health_and_viewer_does_not(gateway, unit_id, mqt
 
     seen = wait_until(device, what="the birth in the unit's device health")
     assert seen["fw"] == "0.1.0" and seen["reset"] == "watchdog"
-    viewer = make_token(gateway.data_dir, "viewer", "wallboard")
+    viewer = make_token(gateway.data_dir, "viewer", "wallboard", database_url=gateway.database_url)
     shown = call(gateway, "GET", f"/api/v1/units/{unit_id}", viewer).json()
     assert shown["unit_id"] == unit_id and "device" not in shown and "settings_pushed" not in shown
 
@@ -244,7 +250,7 @@ def test_changes_from_a_session_need_its_csrf_token(gateway, unit_id):
 
 
 def test_bearer_tokens_from_the_cli_work_until_revoked(gateway):
-    run = siaga("token", "create", "--role", "viewer", "--name", "wallboard", "--data", str(gateway.data_dir))
+    run = siaga("token", "create", "--role", "viewer", "--name", "wallboard", *gateway.store_flags())
     assert run.returncode == 0, run.stderr
     token = run.stdout.strip()
     assert token.startswith("siaga_") and "shown this once" in run.stderr
@@ -255,28 +261,28 @@ def test_bearer_tokens_from_the_cli_work_until_revoked(gateway):
     assert error(r) == (403, "forbidden")  # no CSRF needed, but the role still counts
     assert error(call(gateway, "GET", "/api/v1/units", token + "x")) == (401, "unauthenticated")
 
-    listed = siaga("token", "list", "--data", str(gateway.data_dir))
+    listed = siaga("token", "list", *gateway.store_flags())
     assert "wallboard" in listed.stdout and token not in listed.stdout
-    run = siaga("token", "revoke", "wallboard", "--data", str(gateway.data_dir))
+    run = siaga("token", "revoke", "wallboard", *gateway.store_flags())
     assert run.returncode == 0 and "revoked 1 token" in run.stdout
     assert error(call(gateway, "GET", "/api/v1/units", token)) == (401, "unauthenticated")
-    assert siaga("token", "revoke", "wallboard", "--data", str(gateway.data_dir)).returncode == 2
+    assert siaga("token", "revoke", "wallboard", *gateway.store_flags()).returncode == 2
 
 
 def test_cli_user_add_list_disable(gateway):
-    data = str(gateway.data_dir)
-    run = siaga("user", "add", "nadia", "--role", "dispatcher", "--data", data, SIAGA_PASSWORD=PASSWORD)
+    data = gateway.store_flags()
+    run = siaga("user", "add", "nadia", "--role", "dispatcher", *data, SIAGA_PASSWORD=PASSWORD)
     assert run.returncode == 0, run.stderr
     nadia, _ = login(gateway, "nadia")
-    again = siaga("user", "add", "nadia", "--role", "viewer", "--data", data, SIAGA_PASSWORD=PASSWORD)
+    again = siaga("user", "add", "nadia", "--role", "viewer", *data, SIAGA_PASSWORD=PASSWORD)
     assert again.returncode == 2 and "exists" in again.stderr
-    short = siaga("user", "add", "nia", "--role", "viewer", "--data", data, SIAGA_PASSWORD="pendek")
+    short = siaga("user", "add", "nia", "--role", "viewer", *data, SIAGA_PASSWORD="pendek")
     assert short.returncode == 2 and "at least" in short.stderr
-    listed = siaga("user", "list", "--data", data)
+    listed = siaga("user", "list", *data)
     assert [line.split()[:2] for line in listed.stdout.splitlines() if line.startswith("nadia")] == [
         ["nadia", "dispatcher"]
     ]
-    assert siaga("user", "disable", "nadia", "--data", data).returncode == 0
+    assert siaga("user", "disable", "nadia", *data).returncode == 0
     assert error(nadia.get("/api/v1/me")) == (401, "unauthenticated")  # her session ended
     r = call(gateway, "POST", "/api/v1/login", json={"username": "nadia", "password": PASSWORD})
     assert error(r) == (401, "bad_credentials")

@@ -8,10 +8,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 from conftest import wait_until
 from placed import place
 
 INCIDENT = {"lat": -2.2050, "lon": 113.9200, "kind": "medical", "note": "Jl. Yos Sudarso 12"}
+
+
+@pytest.fixture
+def gateway(gateway_on_each_store):
+    """Each test here runs on both stores: SQLite and PostgreSQL."""
+    return gateway_on_each_store
 
 
 def post(gateway, path, body=None):
@@ -267,3 +274,19 @@ def test_the_openapi_document_lists_the_assignments_409_and_its_override(gateway
     body = doc["components"]["schemas"]["AssignIn"]
     assert body["additionalProperties"] is False and "override_reason" in body["properties"]
     assert "override_reason" not in body.get("required", [])
+
+
+def test_text_with_a_nul_is_refused_at_the_edge_on_either_store(gateway, unit_id):
+    # a PostgreSQL text column cannot hold NUL: the API refuses it (400) before any store sees it
+    gateway.register(unit_id)
+    for path, body in (
+        (f"/api/v1/units/{unit_id}/status", {"key": 6, "reason": "ra\u0000dio"}),
+        (f"/api/v1/units/{unit_id}/release", {"reason": "\u0000"}),
+        ("/api/v1/units", {"unit_id": unit_id, "callsign": "A\u00001"}),
+        ("/api/v1/login", {"username": "dina\u0000", "password": "x"}),
+    ):
+        status, err = post(gateway, path, body)
+        assert status == 400 and err["error"]["code"] == "bad_request", (path, status, err)
+    assert gateway.request("POST", "/api/v1/users/bad%00name/disable")[0] in (400, 404)
+    status, body = post(gateway, f"/api/v1/units/{unit_id}/status", {"key": 6, "reason": "radio"})
+    assert status == 200, body  # and the gateway goes on

@@ -21,7 +21,7 @@ from ..pipeline import Action
 from . import basemap, dispatch, logins, page, reports
 from .limits import BodyLimit
 from .openapi import document_errors
-from .params import UNIT_ID, Availability, Strict, UnitKind, known_query, settings_model
+from .params import TEXT, UNIT_ID, Availability, Strict, UnitKind, known_query, settings_model
 
 
 def unit_model(schemes):
@@ -30,9 +30,9 @@ def unit_model(schemes):
     class UnitIn(Strict):
         unit_id: str = Field(pattern=protocol.UNIT_ID.pattern)
         kind: UnitKind = "other"
-        callsign: str = Field("", max_length=32)
-        agency: str = Field("", max_length=64)
-        home_name: str | None = Field(None, max_length=100)
+        callsign: str = Field("", max_length=32, pattern=TEXT)
+        agency: str = Field("", max_length=64, pattern=TEXT)
+        home_name: str | None = Field(None, max_length=100, pattern=TEXT)
         home_lat: float | None = Field(None, ge=-90, le=90)
         home_lon: float | None = Field(None, ge=-180, le=180)
         status_scheme: Literal[tuple(sorted(schemes))] = "default"

@@ -7,29 +7,30 @@ from .. import nearest as ranking
 from ..centre import local_time
 from ..errors import BadRequest, Conflict
 from ..pipeline import Action
-from .params import INCIDENT_KINDS, UNIT_ID, IncidentKind, Integer, Strict, UnitKind
+from .params import INCIDENT_KINDS, TEXT, UNIT_ID, IncidentKind, Integer, Strict, UnitKind
 
 
 class AssignIn(Strict):
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
     kind: IncidentKind
-    note: str = Field("", max_length=500)
+    note: str = Field("", max_length=500, pattern=TEXT)
     override_reason: str | None = Field(
         None,
         min_length=1,
         max_length=500,
+        pattern=TEXT,
         description="assign a unit that is not available: the dispatcher's confirmed reason (recorded)",
     )
 
 
 class StatusIn(Strict):
     key: Integer = Field(ge=0, le=9)
-    reason: str = Field(min_length=1, max_length=500)
+    reason: str = Field(min_length=1, max_length=500, pattern=TEXT)
 
 
 class ReasonIn(Strict):
-    reason: str = Field("", max_length=500)
+    reason: str = Field("", max_length=500, pattern=TEXT)
 
 
 def router(gw, registered, unit_json, user_of):

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import auth
 from ..errors import CsrfRefused, Forbidden, Unauthenticated
+from .params import TEXT
 
 PUBLIC = "public"  # anyone, signed in or not
 SIGNED_IN = "signed in"  # any principal, whatever its role
@@ -153,7 +154,7 @@ def me_json(principal):
 
 class LoginIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    username: str = Field(max_length=64)
+    username: str = Field(max_length=64, pattern=TEXT)
     password: str = Field(max_length=1024)
 
 
@@ -196,7 +197,7 @@ def router(guard):
             return auth.add_user(db, body.name, body.role, body.password)
 
     @r.post("/users/{name}/disable")
-    def disable(name: str = Path(max_length=64)):
+    def disable(name: str = Path(max_length=64, pattern=auth.NAME.pattern)):
         """The user can no longer log in; their open sessions end."""
         with guard.store.atomic() as db:
             return auth.disable_user(db, name)

@@ -37,6 +37,10 @@ def integral(value):
 
 Integer = Annotated[int, BeforeValidator(integral)]
 
+# Free text (a callsign, a reason, a note): anything but NUL, which a PostgreSQL text
+# column cannot hold (and no dispatcher types); refused with 400 on either store.
+TEXT = r"^[^\x00]*$"
+
 
 class Strict(BaseModel):
     """Every request body: exact types (no "1" for 1, no false for 0.0), no unknown
