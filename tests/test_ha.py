@@ -61,7 +61,14 @@ class Unit:
 
     def send(self, kind, _type, **body):
         self.seq += 1
-        msg = {"_type": _type, "boot": 1, "seq": self.seq, "t": int(time.time()), "sent": int(time.time()), **body}
+        msg = {
+            "_type": _type,
+            "boot": 1,
+            "seq": self.seq,
+            "t": int(time.time()),
+            "sent": int(time.time()),
+            **body,
+        }
         self.client.publish(f"siaga/{self.unit_id}/{kind}", json.dumps(msg), qos=1).wait_for_publish(5)
         return msg
 
@@ -95,7 +102,11 @@ def test_one_leads_both_serve_and_the_standby_streams_every_change(pair, broker)
     try:
         unit.send("conn", "birth")
         unit.send("status", "status", key=2)
-        wait_until(lambda: any(e["status"] and e["status"]["key"] == 2 for e in seen), 10, what="press on the standby's stream")
+        wait_until(
+            lambda: any(e["status"] and e["status"]["key"] == 2 for e in seen),
+            10,
+            what="press on the standby's stream",
+        )
         # a dispatcher on the standby: applied at once, seen by the leader, sent to the unit
         status, body = standby.request("POST", "/api/v1/units/amb-01/status", {"key": 6, "reason": "radio"})
         assert status == 200, body
@@ -115,7 +126,7 @@ def test_the_standby_leads_when_the_leader_is_killed_and_nothing_is_lost(pair, b
     pressed = []
     try:
         unit.send("conn", "birth")
-        for round_ in range(2):
+        for _ in range(2):
             for i in range(10):
                 pressed.append(unit.send("status", "status", key=1 + i % 9))
             leader.kill()
@@ -126,7 +137,11 @@ def test_the_standby_leads_when_the_leader_is_killed_and_nothing_is_lost(pair, b
             took = time.monotonic() - killed_at
             assert survivor is not leader and took < 15, took
             leader.start()  # back, as a standby
-            wait_until(lambda l=leader: health(l).get("role") == "standby", 20, what="the restarted one to stand by")
+            wait_until(
+                lambda back=leader: health(back).get("role") == "standby",
+                20,
+                what="the restarted one to stand by",
+            )
             leader = survivor
         history = lambda: leader.get("/api/v1/units/amb-02/statuses?limit=100")[1]  # noqa: E731
         wait_until(lambda: len(history()) >= len(pressed), 20, what="every press stored")

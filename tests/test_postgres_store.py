@@ -242,5 +242,7 @@ def test_two_dispatchers_on_two_gateways_cannot_both_assign_one_unit(database_ur
     errors = [act.done.exception(0) for act in acts]
     assert sorted(type(e).__name__ for e in errors) == ["NoneType", "NotAvailable"]
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("select count(*) from dispatcher_actions where action = 'assign'").fetchone()[0] == 1
+        assert (
+            conn.execute("select count(*) from dispatcher_actions where action = 'assign'").fetchone()[0] == 1
+        )
     a.close(), b.close()
