@@ -303,3 +303,30 @@ def add_unit_commands(usub, virtual_panel=None):
         c.add_argument("--broker-data", help="the secure broker's data folder [env SIAGA_BROKER_DATA]")
         gateway_cli.add_api_flags(c)
         c.set_defaults(func=func)
+
+
+def cmd_db_migrate_from_sqlite(args):
+    from .dbmigrate import migrate
+
+    url = config.value("database_url", args.database_url)
+    if not url:
+        raise SiagaError("the PostgreSQL database to copy into: --database-url or SIAGA_DATABASE_URL")
+    report = migrate(args.path, url, progress=not args.quiet)
+    print("\n".join(report.lines()))
+
+
+def add_db_commands(sub):
+    """`siaga db migrate-from-sqlite PATH`."""
+    d = sub.add_parser("db", help="the gateway's database: move it from SQLite to PostgreSQL")
+    dsub = d.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    m = dsub.add_parser(
+        "migrate-from-sqlite",
+        help="copy a gateway's SQLite database (siaga.db) into an empty PostgreSQL database, counts checked",
+    )
+    m.add_argument("path", type=Path, metavar="PATH", help="the gateway's siaga.db (in its data folder)")
+    m.add_argument(
+        "--database-url",
+        help="the PostgreSQL database, empty (libpq connection string) [env SIAGA_DATABASE_URL]",
+    )
+    m.add_argument("--quiet", action="store_true", help="no progress bars")
+    m.set_defaults(func=cmd_db_migrate_from_sqlite)

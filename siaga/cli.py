@@ -27,6 +27,7 @@ def build_parser():
     provisioning_cli.add_commands(sub, virtual_panel=VirtualPanel)
     provisioning_cli.add_ca_commands(sub)
     provisioning_cli.add_map_commands(sub)
+    provisioning_cli.add_db_commands(sub)
     simulators_cli.add_commands(sub)
     cli_auth.add_commands(sub)
     return p, sub, usub

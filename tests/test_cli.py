@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 def commands():
     _, sub, _ = build_parser()
     for name, p in sub.choices.items():
-        groups = ("sim_command", "user_command", "token_command", "unit_command", "ca_command")
+        groups = ("sim_command", "user_command", "token_command", "unit_command", "ca_command", "db_command")
         nested = [a for a in p._actions if a.dest in groups]
         if nested:
             for sname in nested[0].choices:
