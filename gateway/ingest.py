@@ -23,7 +23,7 @@ from collections import deque
 import paho.mqtt.client as mqtt
 
 from .errors import ConfigError
-from .pipeline import Incoming
+from .pipeline import Changed, Incoming
 
 log = logging.getLogger("siaga.ingest")
 
@@ -68,6 +68,7 @@ class Ingest:
         self.started_at = self.last_commit_at = clock()
         self.disconnected_at = self.started_at  # not connected yet
         self.shed = 0  # QoS 0 messages dropped because the inbox was full
+        self.changes_dropped = False  # other gateways' change notes dropped: read everything again
         self.retry_s = 0.0
         self.client_id, self.instance = client_id, instance
         self.credentials, self.ca = (username, password), ca
@@ -203,6 +204,8 @@ class Ingest:
                 if items:
                     self._handle(items)
                 if self.clock() >= next_tick:
+                    if self.changes_dropped and len(self.inbox) < INBOX_MAX:
+                        self.offer_change(Changed(everything=True))
                     self.pipeline.tick(self.clock())
                     next_tick = self.clock() + TICK_S
                 if self.retention_s and self.leading and self.clock() >= next_purge:
@@ -227,7 +230,15 @@ class Ingest:
         self.client.publish(topic, payload, qos=1)
 
     def offer_change(self, note):
-        """Another gateway's change (notifications.py), for the worker."""
+        """Another gateway's change (notifications.py), for the worker. Past INBOX_MAX
+        waiting the notes are dropped and, once there is room, every unit is read again
+        instead (bounded, and nothing missed)."""
+        if len(self.inbox) >= INBOX_MAX:
+            self.changes_dropped = True
+            return
+        if self.changes_dropped:
+            self.changes_dropped = False
+            note = Changed(everything=True)
         self._put(note)
 
     def submit(self, action, timeout=10):
