@@ -149,3 +149,40 @@ def test_the_standby_leads_when_the_leader_is_killed_and_nothing_is_lost(pair, b
         assert sorted(stored) == sorted((1, p["seq"]) for p in pressed)  # each once: none lost, none twice
     finally:
         unit.close()
+
+
+def test_a_database_switchover_during_ingest_loses_nothing(broker, tmp_path):
+    from provisioning.postgres import multi_host_url, start_primary, start_replica
+
+    primary = start_primary()
+    replica = start_replica(primary)
+    gw = GatewayProcess(tmp_path / "gw", broker.port, database_url=multi_host_url([primary, replica]))
+    unit = None
+    try:
+        gw.start()
+        wait_until(lambda: health(gw).get("role") == "leader", 20, what="the gateway to lead")
+        gw.register("amb-03")
+        unit = Unit(broker.port, "amb-03")
+        unit.send("conn", "birth")
+        pressed = []
+        for i in range(60):
+            if i == 20:  # the old primary goes (its WAL all sent) and the replica takes over
+                switch = threading.Thread(target=lambda: (primary.stop(), replica.promote()))
+                switch.start()
+            pressed.append(unit.send("status", "status", key=1 + i % 9))
+            time.sleep(0.05)
+        switch.join()
+
+        def stored():
+            status, rows = gw.get("/api/v1/units/amb-03/statuses?limit=200")
+            return status == 200 and sorted(r["seq"] for r in rows if r["source"] == "crew")
+
+        wait_until(lambda: stored() == sorted(p["seq"] for p in pressed), 60, what="every press stored once")
+        h = health(gw)
+        assert h["database"]["port"] == replica.port and h["database"]["primary"] and h["role"] == "leader"
+    finally:
+        if unit:
+            unit.close()
+        gw.stop()
+        replica.remove()
+        primary.remove()
