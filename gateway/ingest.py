@@ -129,11 +129,11 @@ class Ingest:
             if self.stopping.is_set() or leading == self.leading:
                 return
             old, self.leading = self.client, leading
+            self.client = self._new_client(leading)  # first: the old one's callbacks go unheard
             self.connected.clear()
             self.disconnected_at = self.clock()
             old.disconnect()
             old.loop_stop()
-            self.client = self._new_client(leading)
             self.client.connect_async(self.host, self.port, keepalive=30)
             self.client.loop_start()
             log.info("MQTT: %s", "the gateway's session" if leading else "downlinks only (standby)")

@@ -39,6 +39,19 @@ SERVER_KEEPALIVE = (
     "set tcp_keepalives_idle = 5; set tcp_keepalives_interval = 2; set tcp_keepalives_count = 2"
 )
 
+
+def dedicated_connection(url, instance):
+    """A connection of its own, kept open (the leader's lock, the notifications), with
+    keepalives on both ends: a dead peer is found within seconds either way."""
+    conn = psycopg.connect(url, **connect_kwargs(url, instance), **KEEPALIVE)
+    conn.execute(SERVER_KEEPALIVE)
+    return conn
+
+
+def first_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
 HOLDER = (
     "select a.application_name, a.client_addr::text, a.backend_start from pg_locks l"
     " join pg_stat_activity a on a.pid = l.pid where l.locktype = 'advisory' and l.granted"
@@ -89,13 +102,11 @@ class Leadership:
         wait = POLL_S
         while not self.stopping.is_set():
             try:
-                kwargs = dict(connect_kwargs(self.url, self.instance), **KEEPALIVE)
-                with psycopg.connect(self.url, **kwargs) as conn:
-                    conn.execute(SERVER_KEEPALIVE)
+                with dedicated_connection(self.url, self.instance) as conn:
                     self.error, wait = None, POLL_S
                     self._hold(conn)
             except psycopg.Error as e:
-                self.error = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+                self.error = first_line(e)
                 if self.role == "leader":
                     log.error("%s: lost the leader's lock connection (%s)", self.instance, self.error)
                     self._become("standby")  # first: the lock went with the connection

@@ -12,9 +12,9 @@ import time
 
 import psycopg
 
-from .leadership import KEEPALIVE, SERVER_KEEPALIVE
+from .leadership import dedicated_connection, first_line
 from .pipeline import Changed
-from .store_pg import REGISTRY_CHANNEL, UNIT_CHANNEL, connect_kwargs
+from .store_pg import REGISTRY_CHANNEL, UNIT_CHANNEL
 
 log = logging.getLogger("siaga.notifications")
 
@@ -54,9 +54,7 @@ class Notifications:
         wait = 0.5
         while not self.stopping.is_set():
             try:
-                kwargs = dict(connect_kwargs(self.url, self.instance), **KEEPALIVE)
-                with psycopg.connect(self.url, **kwargs) as conn:
-                    conn.execute(SERVER_KEEPALIVE)
+                with dedicated_connection(self.url, self.instance) as conn:
                     conn.execute(f"listen {UNIT_CHANNEL}")
                     conn.execute(f"listen {REGISTRY_CHANNEL}")
                     self.listening, self.error, wait = True, None, 0.5
@@ -66,7 +64,7 @@ class Notifications:
                             self._note(note)
             except psycopg.Error as e:
                 self.listening = False
-                self.error = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                self.error = first_line(e)
                 log.warning("%s: notifications stopped (%s); listening again", self.instance, self.error)
                 self.stopping.wait(wait)
                 wait = min(RETRY_MAX_S, wait * 2)
