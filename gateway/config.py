@@ -20,7 +20,13 @@ class Setting:
 
 
 SETTINGS = (
-    Setting("mqtt", "127.0.0.1:1883", "SIAGA_MQTT", "--mqtt", "broker address HOST:PORT"),
+    Setting(
+        "mqtt",
+        "127.0.0.1:1883",
+        "SIAGA_MQTT",
+        "--mqtt",
+        "broker address HOST:PORT; a cluster's nodes comma-separated, tried in turn",
+    ),
     Setting(
         "mqtt_client_id",
         "siaga-gateway",
@@ -239,6 +245,14 @@ def _read_secret(path):
             return f.read().strip()
     except OSError as e:
         raise ConfigError(f"mqtt_password_file {path}: {e.strerror}") from None
+
+
+def host_ports(value, default_port):
+    """[(host, port), ...] of a comma-separated list of HOST:PORT."""
+    out = [host_port(part.strip(), default_port) for part in value.split(",") if part.strip()]
+    if not out:
+        raise ConfigError(f"{value!r} names no HOST:PORT")
+    return out
 
 
 def host_port(value, default_port):

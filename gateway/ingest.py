@@ -54,11 +54,15 @@ class Ingest:
         stall_after=15.0,
         leading=True,
         instance="gateway",
+        more_brokers=(),
     ):
         self.retention_s = retention_s
         self.stall_after = stall_after
         self.pipeline = pipeline
         self.host, self.port = host, port
+        # a cluster's nodes: after a failed connect or a lost connection, the next one
+        self.brokers = [(host, port), *more_brokers]
+        self.broker_at = 0
         self.clock = clock
         self.inbox = deque()  # append and popleft are thread-safe; `arrived` wakes the worker
         self.arrived = threading.Event()
@@ -98,6 +102,7 @@ class Ingest:
             except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
                 raise ConfigError(f"mqtt_ca {self.ca}: not a readable CA certificate ({e})") from None
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._next_broker
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.reconnect_delay_set(0.5, 10)
@@ -150,9 +155,23 @@ class Ingest:
         self.connected.set()
         self.disconnected_at = None
 
+    def _next_broker(self, client, userdata=None):
+        """Another node of the cluster for the next try, after a failed connect or a lost
+        connection (paho's backoff between tries stays): the persistent session is the
+        cluster's, so any node serves it. paho's `host` and `port` may not be set while
+        it still counts the connection as open, which it does right after losing one, so
+        its own fields are set (paho-mqtt 2.2, pinned; tests/test_ingest.py checks)."""
+        if len(self.brokers) < 2 or client is not self.client:
+            return
+        self.broker_at = (self.broker_at + 1) % len(self.brokers)
+        self.host, self.port = self.brokers[self.broker_at]
+        client._host, client._port = self.host, self.port
+        log.info("next broker: %s:%s", self.host, self.port)
+
     def _on_disconnect(self, client, userdata, flags, reason, props):
         if client is not self.client:
             return
+        self._next_broker(client)
         self.connected.clear()
         if self.disconnected_at is None:
             self.disconnected_at = self.clock()

@@ -9,7 +9,7 @@ import uvicorn
 
 from .api import create_app
 from .availability import Limits
-from .config import host_port
+from .config import host_ports
 from .identity import Trust
 from .ingest import Ingest
 from .pipeline import Pipeline
@@ -32,12 +32,13 @@ class Gateway:
         self.hub = Hub()
         trust = Trust(settings["max_clock_ahead"], settings["max_boot_step"], settings["max_seq_step"])
         self.pipeline = Pipeline(self.store, schemes, limits, on_change=self._changed, trust=trust)
-        host, port = host_port(settings["mqtt"], 1883)
+        (host, port), *more = host_ports(settings["mqtt"], 1883)
         self.ingest = Ingest(
             self.pipeline,
             host,
             port,
             client_id=settings["mqtt_client_id"],
+            more_brokers=more,
             retention_s=settings["retention_days"] * 86400,
             username=settings["mqtt_user"] or None,
             password=settings["mqtt_password"] or None,

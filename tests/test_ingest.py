@@ -98,3 +98,30 @@ def test_a_backlog_is_acknowledged_whole_and_in_order(broker, mqtt_client, unit_
     again = StoringPipeline(topic)
     drain(broker, unit_id, again, lambda: time.sleep(1))
     assert again.stored == []
+
+
+def test_the_gateway_moves_along_a_list_of_brokers(broker, tmp_path, unit_id):
+    """A cluster's nodes as a list: a node that refuses the connection is passed over,
+    and when the node in use dies the gateway connects to the next one."""
+    from provisioning.mosquitto import Mosquitto
+    from provisioning.processes import free_port
+
+    other = Mosquitto(tmp_path / "other").start()
+    pipeline = StoringPipeline(f"siaga/{unit_id}/status")
+    dead = free_port()
+    ingest = Ingest(
+        pipeline,
+        "127.0.0.1",
+        dead,
+        client_id=f"gw-{unit_id}",
+        more_brokers=[("127.0.0.1", other.port), ("127.0.0.1", broker.port)],
+    )
+    ingest.start()
+    try:
+        wait_until(ingest.connected.is_set, what="a connection past the dead address")
+        assert (ingest.host, ingest.port) == ("127.0.0.1", other.port)
+        other.stop()  # the node in use dies: the next in the list
+        wait_until(lambda: ingest.connected.is_set() and ingest.port == broker.port, 20, what="the next node")
+    finally:
+        ingest.stop()
+        other.stop()
