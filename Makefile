@@ -5,10 +5,14 @@ STAMP   := $(VENV)/.installed
 PYTHON  ?= python3
 SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: demo test lint bench chaos venv mosquitto postgresql chromium tilemaker clean
+.PHONY: demo demo-ha test lint bench chaos venv mosquitto postgresql chromium tilemaker clean
 
 demo: venv mosquitto tilemaker
 	exec $(BIN)/siaga demo
+
+# The demo with two gateways on one PostgreSQL (a temporary server, or SIAGA_DATABASE_URL's).
+demo-ha: venv mosquitto postgresql tilemaker
+	exec $(BIN)/siaga demo-ha
 
 test: venv mosquitto postgresql chromium tilemaker
 	$(BIN)/pytest

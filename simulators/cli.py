@@ -116,6 +116,12 @@ def cmd_demo(args):
     return run_demo()
 
 
+def cmd_demo_ha(args):
+    from .demo_ha import run_demo_ha
+
+    return run_demo_ha()
+
+
 def add_commands(sub):
     sim = sub.add_parser("sim", help="virtual units: run, press keys, read their panel")
     ssub = sim.add_subparsers(dest="sim_command", required=True)
@@ -162,3 +168,7 @@ def add_commands(sub):
 
     d = sub.add_parser("demo", help="run broker, gateway and a virtual fleet until Ctrl-C")
     d.set_defaults(func=cmd_demo)
+    h = sub.add_parser(
+        "demo-ha", help="the demo with two gateways on one PostgreSQL: kill the leader, the standby leads"
+    )
+    h.set_defaults(func=cmd_demo_ha)

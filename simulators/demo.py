@@ -30,11 +30,15 @@ TOWN_FILE = "demo-town.osm.pbf"  # in the data folder, beside map/
 
 
 def _port(env, default, what):
-    wanted = int(os.environ.get(env, default))
+    return port_or_free(int(os.environ.get(env, default)), what, f"set {env} to choose")
+
+
+def port_or_free(wanted, what, how):
+    """`wanted` if it is free, else a free port (and say so)."""
     if port_is_free(wanted):
         return wanted
     port = free_port()
-    print(f"  {what} port {wanted} is taken; using {port} instead (set {env} to choose)")
+    print(f"  {what} port {wanted} is taken; using {port} instead ({how})")
     return port
 
 
@@ -53,10 +57,11 @@ def demo_password(data):
     return password
 
 
-def demo_login(data, name="dispatcher"):
-    """The demo's dispatcher login in the gateway's database (demo_password)."""
+def demo_login(data, name="dispatcher", database_url=None):
+    """The demo's dispatcher login in the gateway's database (demo_password; `database_url`
+    as auth.open_db takes it)."""
     password = demo_password(data)
-    store = auth.open_db(data)
+    store = auth.open_db(data, database_url)
     try:
         with store.atomic() as db:
             try:
@@ -125,54 +130,111 @@ def _import_town(town, data, say):
         import_map(town, data, progress=False, basemap=False)
 
 
-def run_demo():
-    die_with_parent(signal.SIGTERM)  # `make` killed: stop everything too
-    data = config.data_dir().resolve()
-    print("Siaga demo")
-    mqtt_port = _port("SIAGA_MQTT_PORT", 1883, "MQTT")
-    http_port = _port("SIAGA_HTTP_PORT", 8080, "HTTP")
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    print(f"  starting the broker (Mosquitto, TLS from the project CA) on port {mqtt_port} ...", flush=True)
-    broker = Mosquitto(data / "broker", mqtt_port, secure=True).start()  # TLS, dynsec: no anonymous
-    gateway = fleet = None
-    try:
-        roads, roads_what = demo_map(data)
-        login = demo_login(data)
-        print(f"  starting the gateway on port {http_port} ...", flush=True)
-        gateway = GatewayProcess(
-            data, mqtt_port, http_port, client_id="siaga-gateway", extra=broker.gateway_flags()
-        ).start()
-        api = gateway.url
-        specs = demo_specs(6)
-        print(f"  provisioning {len(specs)} virtual boards over their serial ports ...", flush=True)
-        fleet = ProvisionedFleet(specs, data, broker, gateway, roads=roads).start()
+class Demo:
+    """What `siaga demo` and `siaga demo-ha` share: the data folder, the broker, the demo
+    map and login, gateways on the demo's broker, the provisioned fleet, its description,
+    the wait for Ctrl-C or SIGTERM, and the stop of all it started (`with Demo(...)`).
+    Its ports are chosen first: MQTT, and `gateways` HTTP ports (SIAGA_HTTP_PORT, the
+    next ones after it)."""
+
+    def __init__(self, title, gateways=1):
+        die_with_parent(signal.SIGTERM)  # `make` killed: stop everything too
+        self.data = config.data_dir().resolve()
+        print(title)
+        self.mqtt_port = _port("SIAGA_MQTT_PORT", 1883, "MQTT")
+        first = _port("SIAGA_HTTP_PORT", 8080, "HTTP")
+        self.http_ports = [first] + [
+            port_or_free(first + i, "HTTP", "the next gateway's") for i in range(1, gateways)
+        ]
+        self.done = threading.Event()
+        self.broker = self.fleet = self.roads = self.login = None
+        self.gateways = []
+        self.on_stop = []  # what else to stop, after the gateways (a database)
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.done.set())
         print(
-            f"  broker    Mosquitto, TLS on 127.0.0.1:{mqtt_port} (log {broker.data_dir / 'mosquitto.log'});"
-            " each unit logs in as itself"
+            f"  starting the broker (Mosquitto, TLS from the project CA) on port {self.mqtt_port} ...",
+            flush=True,
         )
-        print(f"  gateway   {api}/api/v1/units  (log {data / 'gateway.log'}, database {data / 'siaga.db'})")
+        self.broker = Mosquitto(self.data / "broker", self.mqtt_port, secure=True).start()  # TLS, dynsec
+        return self
+
+    def prepare(self, database_url=None):
+        """The map (imported at the first start) and the dispatcher's login."""
+        self.roads = demo_map(self.data)
+        self.login = demo_login(self.data, database_url=database_url)
+
+    def start_gateway(self, http_port, extra=(), **kw):
+        """A gateway on the demo's broker and data folder (GatewayProcess's `kw`)."""
+        gateway = GatewayProcess(
+            self.data,
+            self.mqtt_port,
+            http_port,
+            client_id="siaga-gateway",
+            extra=[*self.broker.gateway_flags(), *extra],
+            **kw,
+        )
+        self.gateways.append(gateway)
+        return gateway.start()
+
+    def start_fleet(self, gateway):
+        """The six units, provisioned and registered through `gateway`'s API."""
+        self.specs = demo_specs(6)
+        print(f"  provisioning {len(self.specs)} virtual boards over their serial ports ...", flush=True)
+        self.fleet = ProvisionedFleet(
+            self.specs, self.data, self.broker, gateway, roads=self.roads[0]
+        ).start()
+
+    def describe(self, api, gateway_lines, try_env):
+        """What runs and how to use it: the broker, `gateway_lines`, the map's login (on
+        `api`), the roads, a token, the fleet and a few commands (with `try_env` set)."""
+        data, login, gateway = self.data, self.login, self.gateways[0]
+        log = self.broker.data_dir / "mosquitto.log"
+        broker = f"Mosquitto, TLS on 127.0.0.1:{self.mqtt_port} (log {log})"
+        print(f"  broker    {broker}; each unit logs in as itself")
+        for line in gateway_lines:
+            print(line)
         print(f"  map       {api}/  login {login[0]} / {login[1]}  (kept in {data / 'demo.password'})")
-        print(f"  roads     {roads_what}: the units drive on it, /nearest ranks by drive time")
+        print(f"  roads     {self.roads[1]}: the units drive on it, /nearest ranks by drive time")
         print(f"  token     export SIAGA_TOKEN={gateway.token}  (a supervisor's, for siaga and curl)")
         print(f'  curl      curl -H "Authorization: Bearer $SIAGA_TOKEN" {api}/api/v1/units')
-        print(f"  fleet     {', '.join(s.unit_id + ' ' + s.callsign for s in specs)}")
+        print(f"  fleet     {', '.join(s.unit_id + ' ' + s.callsign for s in self.specs)}")
         print(f"            flash folders in {data / 'flash'}, crews press keys on missions")
-        print(
-            "  try       .venv/bin/siaga units"
-            + ("" if http_port == 8080 else f"  (with SIAGA_HTTP_PORT={http_port})")
-        )
+        print("  try       .venv/bin/siaga units" + (f"  (with {try_env})" if try_env else ""))
         print("            .venv/bin/siaga sim press amb-01 3       (en route)")
         print("            .venv/bin/siaga sim press dmk-01 0 --long (emergency)")
+
+    def wait(self, every=None, interval=1.0):
+        """Until Ctrl-C or SIGTERM; `every()` once a second meanwhile, if given."""
         print("Ctrl-C stops it all.", flush=True)
-        done.wait()
-    finally:
+        while not self.done.wait(interval if every else None):
+            every()
+
+    def __exit__(self, *exc):
         print("stopping ...", flush=True)
-        if fleet:
-            fleet.stop()
-        if gateway:
-            gateway.stop()
-        broker.stop()
+        try:
+            if self.fleet:
+                self.fleet.stop()
+            for gateway in self.gateways:
+                gateway.stop()
+            for stop in reversed(self.on_stop):
+                stop()
+        finally:
+            self.broker.stop()
         print("stopped.")
+
+
+def run_demo():
+    with Demo("Siaga demo") as demo:
+        http_port = demo.http_ports[0]
+        demo.prepare()
+        print(f"  starting the gateway on port {http_port} ...", flush=True)
+        gateway = demo.start_gateway(http_port)
+        demo.start_fleet(gateway)
+        api, data = gateway.url, demo.data
+        line = f"  gateway   {api}/api/v1/units  (log {data / 'gateway.log'}, database {data / 'siaga.db'})"
+        demo.describe(api, [line], "" if http_port == 8080 else f"SIAGA_HTTP_PORT={http_port}")
+        demo.wait()
     return 0
