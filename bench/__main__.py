@@ -1,11 +1,11 @@
 """Run every benchmark: `python -m bench [GROUP ...]` (groups: policy, unit, memory,
-nmea, gateway, outbox, web, basemap, roads); with groups, the other figures in var/bench.json are kept."""
+nmea, gateway, ha, outbox, web, basemap, roads); with groups, the other figures in var/bench.json are kept."""
 
 import json
 import sys
 from pathlib import Path
 
-from . import basemap, gateway, memory, nmea_speed, outbox, policy, roads, unit, web
+from . import basemap, gateway, ha, memory, nmea_speed, outbox, policy, roads, unit, web
 
 GROUPS = {
     "policy": policy.figures,
@@ -13,6 +13,7 @@ GROUPS = {
     "memory": memory.figures,
     "nmea": nmea_speed.figures,
     "gateway": gateway.figures,
+    "ha": ha.figures,
     "outbox": outbox.figures,
     "web": web.figures,
     "basemap": basemap.figures,

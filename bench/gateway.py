@@ -96,10 +96,18 @@ def health(gw):
         return json.load(r)
 
 
-def gateway_rate(port, work):
-    """The gateway, stopped, leaves a backlog in its session; started, it drains it."""
-    gw = GatewayProcess(work, port)
+def holds_session(gw):
+    """Whether `gw` ingests: it leads (always, alone on SQLite) and its MQTT session is up."""
+    h = health(gw)
+    return h.get("role") == "leader" and h["mqtt_session"] and h["mqtt_connected"]
+
+
+def gateway_rate(port, work, database_url=""):
+    """The gateway, stopped, leaves a backlog in its session; started, it drains it.
+    On PostgreSQL (`database_url`) it is alone on its database, so it leads at once."""
+    gw = GatewayProcess(work, port, database_url=database_url)
     gw.start()
+    wait_until(lambda: holds_session(gw), 20, 0.05, "the gateway's MQTT session")
     for u in UNITS:
         gw.register(u)
     gw.stop()
@@ -118,25 +126,28 @@ def gateway_rate(port, work):
 
 
 class Load(threading.Thread):
-    """Position reports at `rate` per second from the load units, QoS 1."""
+    """Position reports at `rate` per second from the load units (`units`, each in turn,
+    so each reports every len(units) / rate s), QoS 1; `seq` is the next sequence number
+    (one count over all the units), for a later load to go on from."""
 
-    def __init__(self, port, rate=1000):
+    def __init__(self, port, rate=1000, units=UNITS, first_seq=10_000_000):
         super().__init__(daemon=True)
         self.port, self.rate, self.stop = port, rate, threading.Event()
+        self.units, self.seq = units, first_seq
         self.sent = 0
 
     def run(self):
         pub = client(self.port, f"bench-load-{time.monotonic_ns()}")
         pub.loop_start()
-        start, seq = time.perf_counter(), 10_000_000
+        start, units = time.perf_counter(), self.units
         self.started = start
         while not self.stop.is_set():
             due = int((time.perf_counter() - start) * self.rate)
             while self.sent < due:
-                i = self.sent % len(UNITS)
-                pub.publish(f"siaga/{UNITS[i]}/pos", position(i, seq, int(time.time())), qos=1)
+                i = self.sent % len(units)
+                pub.publish(f"siaga/{units[i]}/pos", position(i, self.seq, int(time.time())), qos=1)
                 self.sent += 1
-                seq += 1
+                self.seq += 1
             time.sleep(0.002)
         self.ended = time.perf_counter()
         pub.loop_stop()
