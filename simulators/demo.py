@@ -16,6 +16,7 @@ import threading
 from gateway import auth, config
 from gateway.errors import Conflict, SiagaError
 from gateway.roads import RoadGraphError, read_graph
+from gateway.store_pg import redacted
 from provisioning.mapimport import import_map, sha256
 from provisioning.mosquitto import Mosquitto
 from provisioning.processes import die_with_parent, free_port, port_is_free
@@ -234,7 +235,9 @@ def run_demo():
         gateway = demo.start_gateway(http_port)
         demo.start_fleet(gateway)
         api, data = gateway.url, demo.data
-        line = f"  gateway   {api}/api/v1/units  (log {data / 'gateway.log'}, database {data / 'siaga.db'})"
+        url = config.value("database_url")  # the gateway reads it too, from the environment
+        database = f"PostgreSQL {redacted(url)}" if url else data / "siaga.db"
+        line = f"  gateway   {api}/api/v1/units  (log {data / 'gateway.log'}, database {database})"
         demo.describe(api, [line], "" if http_port == 8080 else f"SIAGA_HTTP_PORT={http_port}")
         demo.wait()
     return 0
