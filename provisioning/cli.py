@@ -153,7 +153,9 @@ def _common(p):
     gateway_cli.add_api_flags(p)
     p.add_argument("--broker-data", help="the secure broker's data folder [default $SIAGA_DATA_DIR/broker]")
     p.add_argument(
-        "--broker-host", help="the broker's address as the units reach it [default: broker.json's]"
+        "--broker-host",
+        help="the broker's address as the units reach it; a cluster's nodes comma-separated, "
+        "host:port each (n1.example:8883,n2.example:8883) [default: broker.json's]",
     )
     p.add_argument("--yes", action="store_true", help="do not ask before changing anything")
     p.add_argument(

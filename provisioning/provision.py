@@ -48,6 +48,18 @@ class UnitTaken(ProvisionError):
     code = "unit_exists"
 
 
+def check_broker_host(value):
+    """`value` if the firmware takes it as broker_host (firmware/lib/config.py): a host,
+    or a cluster's nodes, comma-separated, each `host` or `host:port`; else ProvisionError."""
+    for node in value.split(","):
+        host, colon, port = node.strip().partition(":")
+        if not host or colon and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ProvisionError(
+                f"broker host {node!r}: give host or host:port, comma-separated (n1:8883,n2:8883)"
+            )
+    return value
+
+
 class Provisioner:
     """One run of `siaga provision` (or `move`); `run()` returns True when the unit is
     provisioned and its self-test passed."""
@@ -183,8 +195,14 @@ class Provisioner:
             return {}
 
     def _broker_info(self):
+        """(broker_host, broker_port, CA file) of the unit's config.json. broker_host: the
+        --broker-host given (a host, or a cluster's nodes "n1:8883,n2:8883"), else every
+        node broker.json lists (a cluster's `addresses`), else its one host; broker_port:
+        the port of a host given without one."""
         info = json.loads((self.broker_data / "broker.json").read_text())
-        return self.broker_host or info["host"], info["tls_port"], Path(info["cafile"])
+        nodes = ",".join(f"{host}:{port}" for host, port in info.get("addresses") or ())
+        host = check_broker_host(self.broker_host or nodes or info["host"])
+        return host, info["tls_port"], Path(info["cafile"])
 
     def _image(self, work, facts):
         """Step 2: the firmware image with this unit's config (password filled in at step 3)."""

@@ -19,13 +19,16 @@ PUSHED = "settings.json"
 DEFAULTS = {
     "unit_id": "unprovisioned",  # unit id: MQTT client id and user name
     "board": "",  # board class name in boards/; empty: the port's own (virtual on unix)
+    # the broker's host name or address; a cluster's nodes comma-separated, each `host` or
+    # `host:port` ("n1.example:8883,n2.example"): one connect each in turn (mqtt_connect.py)
     "broker_host": "127.0.0.1",
-    "broker_port": 1883,
+    "broker_port": 1883,  # the port of a host given without one
     "mqtt_user": "",  # empty: the unit id, when a password is set
     "mqtt_password": "",
     "broker_tls": False,  # TLS to the broker, its certificate verified against broker_ca
     "broker_ca": "",  # the CA certificate file on the unit's flash (PEM or DER, one certificate)
-    "broker_hostname": "",  # the name the broker's certificate must carry; empty: broker_host
+    # the name the broker's certificate must carry; empty: the host dialled (each node's own)
+    "broker_hostname": "",
     "keepalive_s": 30,  # MQTT keepalive; a silent link is dead after 1.5 of these
     "status_keys": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],  # status keys fitted on the panel
     "long_press_keys": [0],  # keys that act only on a long press (the emergency key)
@@ -96,6 +99,10 @@ def check(values, pushed=False):
         v = values[k]
         if type(v) is not want and not (want is float and type(v) is int):
             raise ValueError("%s must be %s" % (k, want.__name__))
+    for node in values.get("broker_host", "-").split(","):
+        host, colon, port = node.strip().partition(":")
+        if not host or colon and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError("broker_host must be host or host:port, comma-separated: " + node)
     if values.get("data_path", "") not in DATA_PATHS:
         raise ValueError("data_path must be one of " + ", ".join(repr(p) for p in DATA_PATHS))
 

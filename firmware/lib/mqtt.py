@@ -80,8 +80,11 @@ class MQTTClient:
         transport=None,
     ):
         self.client_id = client_id
-        self.host = host
+        self.host = host  # the broker of this connect (the last one tried)
         self.port = port
+        # None: one broker, host and port. A cluster's nodes: a list of (host, port), each
+        # connect() to the next (mqtt_connect.py)
+        self.brokers = None
         self.user = user
         self.password = password
         self.keepalive = keepalive

@@ -20,8 +20,14 @@ _REFUSED = (
 
 async def connect(c):
     """MQTTClient.connect() of the client `c`: Session Present, or MQTTError naming the
-    broker and the cause."""
+    broker and the cause. Each connect goes to the next of the client's brokers (a
+    cluster's nodes), so a failed connect or a lost link moves on to another node;
+    the caller's backoff is the same between any two tries."""
     c.close()
+    nodes = c.brokers
+    if nodes:
+        nodes.append(nodes.pop(0))  # round the list: the first connect takes the first node
+        c.host, c.port = nodes[-1]
     try:
         await asyncio.wait_for_ms(_open(c), c.connect_timeout_ms)
         return c.session_present

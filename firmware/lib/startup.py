@@ -106,10 +106,14 @@ def _kept(cfg, cell):
 
 def _client(u, cfg):
     user = cfg["mqtt_user"] or (u.unit_id if cfg["mqtt_password"] else None)
+    brokers = []  # (host, port) of each node, in config order (checked by config.py)
+    for node in cfg["broker_host"].split(","):
+        host, _, port = node.strip().partition(":")
+        brokers.append((host, int(port) if port else cfg["broker_port"]))
     client = MQTTClient(
         u.unit_id,
-        cfg["broker_host"],
-        cfg["broker_port"],
+        brokers[0][0],
+        brokers[0][1],
         user,
         cfg["mqtt_password"] or None,
         cfg["keepalive_s"],
@@ -118,6 +122,8 @@ def _client(u, cfg):
         server_hostname=cfg["broker_hostname"],
         transport=u.cell if u.cell is not None and u.cell.tcp else None,
     )
+    if len(brokers) > 1:  # a cluster: each connect to the next node
+        client.brokers = brokers
     client.max_inflight = cfg["mqtt_max_inflight"]
     client.probe = u.heap.sample  # the heap's high-water mark, at each message framed
     client.on_message = u.on_downlink

@@ -339,7 +339,9 @@ class Unit:
     async def link_task(self):
         """Keep the link up: reconnect with jittered exponential backoff, from the start
         again after a session that came up, and at once when the crew presses a key. A
-        session that ran out of heap is ended like a failed link."""
+        session that ran out of heap is ended like a failed link. Given a cluster's
+        nodes, each try goes to the next node (mqtt_connect.py); the backoff grows with
+        each failed try, whichever node it was."""
         delay = self.cfg["backoff_min_ms"]
         while not self.stopping:
             self.beat("link")

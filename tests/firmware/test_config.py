@@ -54,6 +54,23 @@ def test_wrong_type_or_unknown_key_is_refused():
         assert cfg["broker_port"] == 1883 and "invalid" in logged[0], text
 
 
+def test_broker_host_takes_a_cluster_s_nodes_and_refuses_a_malformed_list():
+    for good in ("n1.example:8883,n2.example:8884", "n1, n2:1883", "10.0.0.1", "n1:1,n2:65535"):
+        config.check({"broker_host": good})
+    for bad in ("n1:", "n1,,n2", "n1,", "n1:88a3", "n1:0", "n1:65536", ":8883", "", "n1:-1"):
+        try:
+            config.check({"broker_host": bad})
+        except ValueError as e:
+            assert "broker_host must be host or host:port" in str(e), bad
+        else:
+            raise AssertionError("taken: " + bad)
+    _write("config.json", '{"unit_id": "amb-01", "broker_host": "n1:8883,n2:8883"}')
+    assert _load()[0]["broker_host"] == "n1:8883,n2:8883"
+    _write("config.json", '{"unit_id": "amb-01", "broker_host": "n1:8883,n2:88 83"}')
+    cfg, logged = _load()  # refused: the last good copy, with its nodes
+    assert cfg["broker_host"] == "n1:8883,n2:8883" and "n2:88 83" in logged[0], logged
+
+
 def test_a_float_setting_takes_an_integer():
     _write("config.json", '{"gnss_max_hdop": 3}')
     assert _load()[0]["gnss_max_hdop"] == 3
