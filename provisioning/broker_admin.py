@@ -15,6 +15,9 @@ a disabled client or a changed password ends the unit's connection there and the
     ├── AdminRefused            the broker refused the admin's login
     ├── UnitExists              add_unit of a unit that has credentials (use replace=True)
     └── UnknownUnit             the unit has no credentials on this broker
+
+`open_admin(data_dir)` gives the admin of whichever broker the folder is (this one, or
+the NATS cluster's NatsAdmin, provisioning/nats_admin.py): both have the same calls.
 """
 
 import json
@@ -97,6 +100,22 @@ def gateway_acls():
         ),
         _acl("publishClientSend", "siaga/+/down"),
     ]
+
+
+def open_admin(data_dir, **kw):
+    """The admin of the broker whose data folder this is: BrokerAdmin for Mosquitto,
+    NatsAdmin for a NATS cluster (broker.json "kind"). Either is a context manager with
+    connect/close, add_unit(id, replace=False), rotate, set_password, decommission,
+    enable, is_enabled, exists, remove, units, and host and port."""
+    try:
+        kind = json.loads((Path(data_dir) / "broker.json").read_text()).get("kind")
+    except (OSError, ValueError):
+        kind = None  # from_data_dir says what is missing
+    if kind == "nats":
+        from .nats_admin import NatsAdmin
+
+        return NatsAdmin.from_data_dir(data_dir, **kw)
+    return BrokerAdmin.from_data_dir(data_dir, **kw)
 
 
 def check_unit_id(unit_id):
@@ -280,6 +299,16 @@ class BrokerAdmin:
         password = new_password()
         self.command({"command": "setClientPassword", "username": unit_id, "password": password})
         return password
+
+    def set_password(self, unit_id, password):
+        """Give the unit this password (provisioning puts the old one back when it undoes)."""
+        self._known(unit_id)
+        self.command({"command": "setClientPassword", "username": unit_id, "password": password})
+
+    def units(self):
+        """{unit_id: enabled} of every unit with credentials."""
+        clients = self.command({"command": "listClients", "verbose": True})["data"]["clients"]
+        return {c["username"]: not c.get("disabled", False) for c in clients if c["username"] not in RESERVED}
 
     def decommission(self, unit_id):
         """Disable the unit's client: refused from now on, and cut off if connected."""

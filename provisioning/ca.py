@@ -150,3 +150,35 @@ def ensure_ca(directory, names=()):
         if set(wanted) - set(have):
             _make_server(p, [*have, *wanted])
     return p
+
+
+def ensure_peer_cert(directory, names=()):
+    """A certificate for a broker node to talk to the other nodes (peer.key, peer.crt in
+    the CA's folder): signed by the project CA, good as server and as client, since a
+    clustered broker (NATS routes) verifies both ends. Made once; again, same CA, when a
+    name is missing. Returns (cert path, key path)."""
+    p = ensure_ca(directory, names=names)
+    cert, key = p.dir / "peer.crt", p.dir / "peer.key"
+    wanted = [str(n) for n in names]
+    if not (cert.exists() and key.exists()) or set(wanted) - set(server_names(cert)):
+        _make_peer(p, cert, key, wanted)
+    return cert, key
+
+
+def _make_peer(p, cert_path, key_path, names):
+    ca_key = serialization.load_pem_private_key(p.ca_key.read_bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate(p.ca_cert.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    usage = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    cert = (
+        _builder(_name(f"{socket.gethostname()} peer"), ca_cert.subject, key.public_key(), SERVER_DAYS)
+        .add_extension(x509.SubjectAlternativeName(_alt_names(names)), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_key(key_path, key)
+    _write_cert(cert_path, cert)

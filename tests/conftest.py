@@ -159,3 +159,15 @@ def log_in(page, url, name, password):
     page.click("#login-form button[type=submit]")
     page.wait_for_function("window.__siaga.ready")
     return page
+
+
+@pytest.fixture(scope="session")
+def nats_cluster(tmp_path_factory):
+    """A 3-node NATS cluster with its MQTT listeners (provisioning/nats.py, docs/brokers.md):
+    TLS from a project CA, a login per unit and topic rights as on the secure Mosquitto;
+    `.admin()` manages units' credentials, `.kill_node(i)`/`.start_node(i)` fail a node."""
+    from provisioning.nats import NatsCluster
+
+    c = NatsCluster(tmp_path_factory.mktemp("nats-cluster")).start()
+    yield c
+    c.stop()

@@ -87,11 +87,27 @@ class Client:
 
 
 @pytest.fixture
-def clients(secure_broker):
+def broker_kind():
+    """The broker a test runs on: the secure Mosquitto, or with ON_BOTH each in turn."""
+    return "mosquitto"
+
+
+# The broker's guarantees, on the secure Mosquitto and on the NATS cluster (tests/test_nats.py
+# tests what only NATS does, or does otherwise: client ids, the admin, a node's death).
+ON_BOTH = pytest.mark.parametrize("broker_kind", ["mosquitto", "nats"])
+
+
+@pytest.fixture
+def mqtt_broker(broker_kind, request):
+    return request.getfixturevalue("nats_cluster" if broker_kind == "nats" else "secure_broker")
+
+
+@pytest.fixture
+def clients(mqtt_broker):
     made = []
 
     def make(*args, **kw):
-        c = Client(secure_broker, *args, **kw)
+        c = Client(mqtt_broker, *args, **kw)
         made.append(c)
         return c
 
@@ -101,8 +117,8 @@ def clients(secure_broker):
 
 
 @pytest.fixture
-def admin(secure_broker):
-    with secure_broker.admin() as a:
+def admin(mqtt_broker):
+    with mqtt_broker.admin() as a:
         yield a
 
 
@@ -122,8 +138,8 @@ def units(admin, clients):
 
 
 @pytest.fixture
-def gateway_client(secure_broker, clients):
-    user, password, _ = secure_broker.gateway_credentials()
+def gateway_client(mqtt_broker, clients):
+    user, password, _ = mqtt_broker.gateway_credentials()
     return clients(user, password).connect()
 
 
@@ -154,18 +170,21 @@ def test_the_secure_broker_keeps_its_secrets_to_its_owner(secure_broker):
 
 
 # who may log in
+@ON_BOTH
 def test_an_anonymous_client_is_refused(clients):
     c = clients().connect()
     assert not c.accepted and str(c.connack) == "Not authorized"
 
 
+@ON_BOTH
 def test_a_client_without_tls_gets_nothing(clients):
     c = clients("siaga-gateway", "whatever", tls=False).connect()
     assert c.gone.is_set() and c.connack is None
 
 
+@ON_BOTH
 @pytest.mark.parametrize("who", ["unit", "gateway", "admin"])
-def test_a_wrong_password_is_refused(secure_broker, clients, units, unit_id, who):
+def test_a_wrong_password_is_refused(clients, units, unit_id, who):
     user = {"unit": unit_id, "gateway": "siaga-gateway", "admin": "admin"}[who]
     if who == "unit":
         units(unit_id)  # it exists, with another password
@@ -182,6 +201,7 @@ def test_a_unit_must_use_its_own_client_id(clients, admin, units, unit_id):
 
 
 # what a unit may do
+@ON_BOTH
 def test_a_unit_cannot_publish_as_another(units, gateway_client, unit_id):
     a, b_id = units(unit_id + "a"), unit_id + "b"
     units(b_id)
@@ -195,6 +215,7 @@ def test_a_unit_cannot_publish_as_another(units, gateway_client, unit_id):
     assert ours == [f"siaga/{unit_id}a/status"]
 
 
+@ON_BOTH
 def test_a_unit_cannot_read_another_units_downlink(units, gateway_client, unit_id):
     a, b = units(unit_id + "a"), units(unit_id + "b")
     for topic in (f"siaga/{unit_id}b/down", "siaga/+/down", "#", f"siaga/{unit_id}b/status"):
@@ -209,6 +230,7 @@ def test_a_unit_cannot_read_another_units_downlink(units, gateway_client, unit_i
     assert b.messages == [(f"siaga/{unit_id}b/down", b"for b")]
 
 
+@ON_BOTH
 def test_the_gateway_reads_uplinks_and_writes_downlinks_only(gateway_client):
     for topic in ("siaga/+/pos", "siaga/+/status", "siaga/+/conn", "siaga/+/tele"):
         assert not gateway_client.subscribe(topic).is_failure, topic
@@ -217,6 +239,7 @@ def test_the_gateway_reads_uplinks_and_writes_downlinks_only(gateway_client):
 
 
 # rotate, decommission
+@ON_BOTH
 def test_a_rotated_password_cuts_the_unit_off_and_only_the_new_one_works(admin, clients, units, unit_id):
     unit = units(unit_id)
     old = unit.password
@@ -226,6 +249,7 @@ def test_a_rotated_password_cuts_the_unit_off_and_only_the_new_one_works(admin, 
     assert clients(unit_id, new, client_id=unit_id).connect().accepted
 
 
+@ON_BOTH
 def test_a_decommissioned_unit_is_cut_off_and_refused_until_enabled(admin, clients, units, unit_id):
     unit = units(unit_id)
     password = unit.password
@@ -273,6 +297,7 @@ def test_two_admins_at_once_each_get_their_own_answers(secure_broker, admin, uni
             admin.remove(unit_id)
 
 
+@ON_BOTH
 def test_replace_gives_new_credentials_and_remove_undoes_add(admin, clients, unit_id):
     first = admin.add_unit(unit_id)
     admin.decommission(unit_id)
@@ -285,19 +310,21 @@ def test_replace_gives_new_credentials_and_remove_undoes_add(admin, clients, uni
 
 
 # TLS: a client verifies the broker
-def test_a_broker_with_a_certificate_from_another_ca_is_refused(tmp_path, secure_broker, clients):
+@ON_BOTH
+def test_a_broker_with_a_certificate_from_another_ca_is_refused(tmp_path, mqtt_broker, clients):
     other = project_ca.ensure_ca(tmp_path / "other-ca")
-    user, password, _ = secure_broker.gateway_credentials()
+    user, password, _ = mqtt_broker.gateway_credentials()
     c = clients(user, password, cafile=other.ca_cert)
     with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
         c.connect()
 
 
-def test_the_firmware_refuses_a_broker_from_another_ca(tmp_path, secure_broker, admin, vunits, unit_id):
+@ON_BOTH
+def test_the_firmware_refuses_a_broker_from_another_ca(tmp_path, mqtt_broker, admin, vunits, unit_id):
     other = project_ca.ensure_ca(tmp_path / "other-ca")
     unit = vunits(
         unit_id,
-        broker=("127.0.0.1", secure_broker.tls_port),
+        broker=("127.0.0.1", mqtt_broker.tls_port),
         password=admin.add_unit(unit_id),
         ca=other.ca_cert,
     )
@@ -309,20 +336,19 @@ def test_the_firmware_refuses_a_broker_from_another_ca(tmp_path, secure_broker, 
 
 
 # end to end
+@ON_BOTH
 def test_a_unit_over_tls_with_its_credentials_reaches_the_gateway(
-    tmp_path, secure_broker, admin, vunits, unit_id
+    tmp_path, mqtt_broker, admin, vunits, unit_id
 ):
-    gateway = GatewayProcess(
-        tmp_path / "gateway", secure_broker.tls_port, extra=secure_broker.gateway_flags()
-    )
+    gateway = GatewayProcess(tmp_path / "gateway", mqtt_broker.tls_port, extra=mqtt_broker.gateway_flags())
     gateway.start()
     try:
         gateway.register(unit_id)
         unit = vunits(
             unit_id,
-            broker=("127.0.0.1", secure_broker.tls_port),
+            broker=("127.0.0.1", mqtt_broker.tls_port),
             password=admin.add_unit(unit_id),
-            ca=secure_broker.ca.ca_cert,
+            ca=mqtt_broker.ca.ca_cert,
             heap=os.environ.get("SIAGA_TLS_HEAP", "128K"),
         )
         config = json.loads((unit.flash / "config.json").read_text())
