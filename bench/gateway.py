@@ -98,7 +98,10 @@ def health(gw):
 
 def holds_session(gw):
     """Whether `gw` ingests: it leads (always, alone on SQLite) and its MQTT session is up."""
-    h = health(gw)
+    try:
+        h = health(gw)
+    except OSError:  # 503 (degraded) or not answering: not yet
+        return False
     return h.get("role") == "leader" and h["mqtt_session"] and h["mqtt_connected"]
 
 
@@ -107,10 +110,12 @@ def gateway_rate(port, work, database_url=""):
     On PostgreSQL (`database_url`) it is alone on its database, so it leads at once."""
     gw = GatewayProcess(work, port, database_url=database_url)
     gw.start()
-    wait_until(lambda: holds_session(gw), 20, 0.05, "the gateway's MQTT session")
-    for u in UNITS:
-        gw.register(u)
-    gw.stop()
+    try:
+        wait_until(lambda: holds_session(gw), 20, 0.05, "the gateway's MQTT session")
+        for u in UNITS:
+            gw.register(u)
+    finally:  # failed too: left running, it would take its share of every later backlog
+        gw.stop()
     publish_backlog(port, BACKLOG)
     gw.start()
     samples = []
