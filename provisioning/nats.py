@@ -7,10 +7,11 @@ The data folder (0700) holds
 
     cluster.json        the nodes' names and ports (kept: routes name them)
     broker.json         where units and the gateway connect (kind "nats"), which CA
-    node-N.conf         each node's configuration; node-N/ its JetStream store, pid, log
+    node-N.conf         each node's configuration (0600: the route password); node-N/
+                        its JetStream store, pid, nats.log, stderr.log (a crash's trace)
     auth.conf           the users every node includes (provisioning/nats_admin.py)
-    users.json          the units' bcrypt hashes and whether enabled (0600)
-    gateway.password, route.password, gateway.toml, ca/
+    users.json          the units' bcrypt hashes, enabled or locked (0600)
+    gateway.password, admin.password, route.password, gateway.toml, ca/
 """
 
 import json
@@ -21,7 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .nats_admin import _http_json
+from .nats_admin import monitoring
 from .processes import die_with_parent, free_port, wait_for_port
 
 INSTALL_HINT = "install it with: apt-get install nats-server  (Debian's package)"
@@ -74,7 +75,7 @@ class NatsCluster:
         path = self.data_dir / "cluster.json"
         if path.exists():
             return json.loads(path.read_text())
-        ports = iter(_free_ports(4 * count, self.bind if self.bind not in ("0.0.0.0", "") else "127.0.0.1"))
+        ports = iter(_free_ports(4 * count, self.host))
         nodes = [
             {"name": f"node-{i + 1}", "client": next(ports), "cluster": next(ports), "mqtt": next(ports)}
             for i in range(count)
@@ -333,13 +334,13 @@ class NatsCluster:
         if others == 0:
             return True
         try:
-            return _http_json(self.nodes[i]["http"], "/routez")["num_routes"] >= others
+            return monitoring(self.nodes[i]["http"], "/routez")["num_routes"] >= others
         except (OSError, ValueError):
             return False
 
     def _has_leader(self, i):
         try:
-            jsz = _http_json(self.nodes[i]["http"], "/jsz")
+            jsz = monitoring(self.nodes[i]["http"], "/jsz")
         except (OSError, ValueError):
             return False
         return len(self.nodes) == 1 or bool(jsz.get("meta_cluster", {}).get("leader"))

@@ -106,8 +106,8 @@ def _lock():
     return bcrypt(new_password())
 
 
-def _http_json(port, path, timeout=2.0):
-    """A node's monitoring endpoint (127.0.0.1 only)."""
+def monitoring(port, path, timeout=2.0):
+    """The JSON of a node's monitoring endpoint (on 127.0.0.1 only: it has no login)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
         return json.load(r)
 
@@ -310,7 +310,7 @@ class NatsAdmin:
             return
         for node in self._running():  # the node the unit is on (connz: MQTT client ids)
             try:
-                connz = _http_json(node["http"], f"/connz?mqtt_client={unit_id}")
+                connz = monitoring(node["http"], f"/connz?mqtt_client={unit_id}")
             except (OSError, ValueError):
                 continue
             if connz.get("num_connections"):
@@ -334,7 +334,7 @@ class NatsAdmin:
         return [n for n in self._nodes() if self._pid(n)]
 
     def _loaded_at(self, node):
-        return _http_json(node["http"], "/varz")["config_load_time"]
+        return monitoring(node["http"], "/varz")["config_load_time"]
 
     def reload(self):
         """Every running node reads auth.conf again; returns once each has, or raises

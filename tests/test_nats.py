@@ -129,16 +129,16 @@ def gateway_login(cluster):
 
 # the cluster
 def test_the_cluster_forms_with_tls_routes_jetstream_and_an_mqtt_listener_per_node(nats_cluster):
-    from provisioning.nats_admin import _http_json
+    from provisioning.nats_admin import monitoring
 
     leaders = set()
     for node in nats_cluster.nodes:
-        routes = _http_json(node["http"], "/routez")
+        routes = monitoring(node["http"], "/routez")
         assert routes["num_routes"] == 2
-        jsz = _http_json(node["http"], "/jsz")
+        jsz = monitoring(node["http"], "/jsz")
         assert jsz["meta_cluster"]["cluster_size"] == 3
         leaders.add(jsz["meta_cluster"]["leader"])
-        varz = _http_json(node["http"], "/varz")
+        varz = monitoring(node["http"], "/varz")
         assert varz["tls_required"] and varz["cluster"]["tls_required"]
         assert varz["mqtt"]["tls_timeout"] == 10
     assert len(leaders) == 1  # one meta leader, the same for all
