@@ -380,7 +380,11 @@ class SqlStore:
         return [(unit_id, *values(r), received_at) for r in records]
 
     def add_position_rows(self, rows):
-        insert_rows(self._db(), self.POSITION_INSERT, rows, self.IGNORE, self.max_parameters)
+        self._insert_rows(self.POSITION_INSERT, rows, self.IGNORE)
+
+    def _insert_rows(self, head, rows, tail):
+        """`head values (...), ... tail` for every row, in the transaction (insert_rows)."""
+        insert_rows(self._db(), head, rows, tail, self.max_parameters)
 
     STATUS_COLUMNS = (
         "unit_id",
@@ -541,12 +545,9 @@ class SqlStore:
         rows = [_state_row(state, seen, version) for state, seen, version in states]
         if rows:
             head, tail = _upsert_sql("unit_state", STATE_COLUMNS, "unit_id")
-            db = self._db()
-            insert_rows(db, head, rows, tail, self.max_parameters)
-            self._notify_states(db, [(r[0], r[4]) for r in rows])
+            self._insert_rows(head, rows, tail + self.STATE_SAVED)
 
-    def _notify_states(self, db, changed):
-        """(unit, version) of each snapshot saved: the other gateways read them again."""
+    STATE_SAVED = ""  # after a snapshot's upsert (PostgreSQL: its notification)
 
     def load_states(self, unit_ids=None):
         """(unit -> UnitState, unit -> SeenIds, unit -> version) as last saved: every
@@ -585,8 +586,9 @@ def _text(value, most):
 
 class Store(SqlStore):
     """SQLite: one file in the data folder, one writing connection shared by the ingest
-    worker and the HTTP API (the lock keeps their transactions apart), a reading
-    connection per API thread."""
+    worker and the HTTP API (the lock keeps their transactions apart), and a reading
+    connection per thread for what is read outside a transaction (WAL: it sees what is
+    committed), so no thread reads on the writing connection while another writes."""
 
     kind = "sqlite"
 
@@ -600,9 +602,11 @@ class Store(SqlStore):
         self._durable = None  # the synchronous setting in force: see atomic()
         self.max_parameters = self.db.conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         migrations.apply(self.db)
+        self.local = threading.local()  # whether this thread is in a transaction (atomic)
+        self._reads = ThreadReader(self.path)
 
     def _db(self):
-        return self.db
+        return self.db if getattr(self.local, "tx", False) else self._reads
 
     def reader(self):
         """Read-only access for the HTTP API's threads: one connection per thread."""
@@ -625,8 +629,13 @@ class Store(SqlStore):
             if durable is not self._durable:
                 self.db.execute("PRAGMA synchronous=" + ("FULL" if durable else "NORMAL"))
                 self._durable = durable
-            with self.db.atomic():
-                yield self.db
+            outer = getattr(self.local, "tx", False)
+            self.local.tx = True
+            try:
+                with self.db.atomic():
+                    yield self.db
+            finally:
+                self.local.tx = outer
 
     def describe(self):
         return {"kind": self.kind, "path": self.path}

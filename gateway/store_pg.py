@@ -121,6 +121,11 @@ def pg_sql(sql):
     return _TOKENS.sub(one, sql)
 
 
+@functools.lru_cache(maxsize=16)
+def _one_row_sql(head, width, tail):
+    return pg_sql(f"{head} values ({', '.join('?' * width)}){tail}")
+
+
 class PgDb:
     """One connection, with the interface the store's SQL is run through (that of
     sqlite-utils' Database: execute → a cursor, query → dicts)."""
@@ -277,12 +282,11 @@ class PgStore(SqlStore):
             finally:
                 self.local.tx = None
 
-    POSITION_VALUES = (  # unit_id, POSITION_COLUMNS, received_at
-        f"{SqlStore.POSITION_INSERT} values ({', '.join(['%s'] * (len(SqlStore.POSITION_COLUMNS) + 2))})"
-        f"{SqlStore.IGNORE}"
-    )
+    # The other gateways hear of each saved snapshot from the same statement (a NOTIFY is
+    # delivered at the commit): no round trip of its own.
+    STATE_SAVED = f" returning pg_notify('{UNIT_CHANNEL}', unit_id || ' ' || version)"
 
-    def add_position_rows(self, rows):
+    def _insert_rows(self, head, rows, tail):
         """One statement for a row, the rows pipelined (psycopg's executemany), in their
         order. Not insert_rows' statements of many rows: psycopg parses a statement of
         more than 50 parameters anew at each execute (it caches only smaller ones), and
@@ -290,7 +294,7 @@ class PgStore(SqlStore):
         this one is parsed once, and prepared by psycopg after a few uses."""
         if rows:
             with self._db().conn.cursor() as cur:
-                cur.executemany(self.POSITION_VALUES, rows)
+                cur.executemany(_one_row_sql(head, len(rows[0]), tail), rows)
 
     def lock_units(self, unit_ids):
         if not unit_ids:
@@ -309,12 +313,6 @@ class PgStore(SqlStore):
 
     def _notify(self, db, channel, payload):
         db.conn.execute("select pg_notify(%s, %s)", [channel, payload])
-
-    def _notify_states(self, db, changed):
-        db.conn.execute(
-            "select pg_notify(%s, n) from unnest(%s::text[]) as n",
-            [UNIT_CHANNEL, [f"{u} {v}" for u, v in changed]],
-        )
 
     def _bounded_delete(self, table, column):
         return f"delete from {table} where ctid in (select ctid from {table} where {column} < ? limit ?)"
