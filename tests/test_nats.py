@@ -330,7 +330,9 @@ def test_the_admin_speaks_broker_admins_errors(tmp_path, admin, units, unit_id):
 def test_the_gateway_session_survives_the_death_of_its_node(nats_cluster, clients, units, unit_id):
     """The gateway's node is SIGKILLed with 5 messages delivered but not acknowledged and
     5 more published after: the gateway logs in on another node with the same client id
-    and gets all 10. A unit on the dead node had a will: 2.9.10 never publishes it."""
+    and gets all 10. A unit on the dead node (a persistent session, as the firmware's)
+    logs in on another node and gets the downlink sent to it meanwhile. It had a will:
+    2.9.10 never publishes it."""
     dead, other = 1, 2
     gw_id = f"gw-{unit_id}"
     gateway = clients(*gateway_login(nats_cluster), client_id=gw_id, clean=False, manual_ack=True, node=dead)
@@ -338,7 +340,8 @@ def test_the_gateway_session_survives_the_death_of_its_node(nats_cluster, client
     watcher = clients(*gateway_login(nats_cluster), node=other)
     assert watcher.subscribe("siaga/+/conn") == 1
     unit = units(unit_id, node=0)
-    units(unit_id + "w", node=dead, will=(f"siaga/{unit_id}w/conn", b"will"))
+    doomed = units(unit_id + "w", node=dead, clean=False, will=(f"siaga/{unit_id}w/conn", b"will"))
+    assert doomed.subscribe(f"siaga/{unit_id}w/down") == 1
     try:
         for i in range(5):
             assert unit.publish(f"siaga/{unit_id}/pos", b"%d" % i)
@@ -367,6 +370,12 @@ def test_the_gateway_session_survives_the_death_of_its_node(nats_cluster, client
         for _, _, mid in again.messages:
             again.c.ack(mid, 1)
         assert reconnected < 30
+        assert again.publish(f"siaga/{unit_id}w/down", b"ack 7", timeout=10)
+        back = Mqtt(nats_cluster, unit_id + "w", doomed.password, client_id=unit_id + "w", clean=False)
+        assert back.connect(other).accepted and back.session_present
+        wait_until(lambda: back.payloads(), what="the unit's downlink, sent while it was away")
+        assert back.payloads() == [b"ack 7"]
+        back.close()
         assert not watcher.payloads(f"siaga/{unit_id}w/conn")  # the will died with its node
         again.close()
     finally:
