@@ -302,9 +302,9 @@ class NatsAdmin:
         closes the unit's connection on whichever node it is, the way it closes any
         client whose id is taken over, and keeps its session (clean_session false).
         Without this the reload closes the connection itself, and 2.9.10 then refuses
-        that client id on that node for 5-7 s ("other session with client ID is in the
-        process of connecting"): the unit, with its new password, could not come back
-        at once. The reload is what guarantees the cut; this makes it clean."""
+        that client id on that node for several seconds ("other session with client ID
+        is in the process of connecting"): the unit, with its new password, could not
+        come back at once. The reload is what guarantees the cut; this makes it clean."""
         password = self.data_dir / "admin.password"
         if not password.exists():
             return
