@@ -3,6 +3,7 @@ gateway as its own process, virtual units running the firmware in MicroPython.""
 
 import itertools
 import os
+import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -103,6 +104,22 @@ def gateway(broker, tmp_path):
     gw.start()
     yield gw
     gw.stop()
+
+
+@pytest.fixture
+def gateway_pair(broker, database_url, tmp_path):
+    """Two gateway processes on one PostgreSQL database, with the one MQTT session id
+    between them (docs/high-availability.md): one leads, the other stands by."""
+    client_id = f"siaga-pair-{next(_ids)}-{time.monotonic_ns() % 10**6}"
+    gws = [
+        GatewayProcess(tmp_path / name, broker.port, client_id=client_id, database_url=database_url)
+        for name in ("a", "b")
+    ]
+    for gw in gws:
+        gw.start()
+    yield gws
+    for gw in gws:
+        gw.stop()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 leads (ingests), the other stands by; both serve the API and the live stream; killing
 the leader makes the standby lead within seconds, and nothing pressed is lost."""
 
-import itertools
 import json
 import threading
 import time
@@ -13,23 +12,12 @@ import pytest
 
 from simulators.gateway_process import GatewayProcess, wait_until
 
-_sessions = itertools.count(1)
 NOW = int(time.time())
 
 
 @pytest.fixture
-def pair(broker, database_url, tmp_path):
-    """Two gateways on one database with the one MQTT session id between them."""
-    client_id = f"siaga-ha-{next(_sessions)}-{time.monotonic_ns() % 10**6}"
-    gws = [
-        GatewayProcess(tmp_path / name, broker.port, client_id=client_id, database_url=database_url)
-        for name in ("a", "b")
-    ]
-    for gw in gws:
-        gw.start()
-    yield gws
-    for gw in gws:
-        gw.stop()
+def pair(gateway_pair):
+    return gateway_pair
 
 
 def health(gw):

@@ -20,13 +20,13 @@ unit's state, not each message: two presses committed together show as the secon
 
 import itertools
 import json
-import struct
 import threading
 import time
 
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
+from load_units import Load, PahoUnit, assert_each_press_stored_once, stored
 
 from gateway.availability import Limits
 from gateway.identity import Trust
@@ -34,58 +34,15 @@ from gateway.ingest import SUBSCRIPTIONS
 from gateway.pipeline import Incoming, Pipeline
 from gateway.statuses import StatusScheme
 from gateway.store import Store
-from simulators.gateway_process import GatewayProcess, wait_until
+from simulators.gateway_process import wait_until
 
 UNITS = 20
 VIRTUAL = 4  # of them real virtual units (the firmware in MicroPython), the rest paho clients
 PRESSES = 200
 LOAD_S = 40.0  # presses spread over this long; positions every second throughout
 KILLS_AT = (8.0, 20.0, 32.0)  # s into the run
-KEYS = (3, 4, 8, 9, 2, 6, 1, 7)  # each differs from the one before (5 is a flag, 0 an emergency)
-POS = struct.Struct(">BHIIiiHHBBI")  # docs/protocol.md: one position record
 TIME_DEPENDENT = ("age", "last_seen", "device")  # ages; when the gateway received; QoS 0 telemetry
 _runs = itertools.count(1)
-
-
-class PahoUnit:
-    """A unit as the broker sees it, over paho: QoS 1 births, positions and presses in the
-    protocol's formats, one (boot, seq) counter for all of them."""
-
-    boot = 1
-
-    def __init__(self, port, unit_id, index):
-        self.unit_id, self.index = unit_id, index
-        self.seq, self.lock = 0, threading.Lock()
-        self.pressed = []  # (boot, seq, key)
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"u-{unit_id}")
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-    def _next(self):
-        with self.lock:
-            self.seq += 1
-            return self.seq
-
-    def birth(self):
-        seq, t = self._next(), int(time.time())
-        body = {"_type": "birth", "boot": self.boot, "seq": seq, "t": t, "sent": t}
-        self.client.publish(f"siaga/{self.unit_id}/conn", json.dumps(body), qos=1, retain=True)
-
-    def position(self, step):
-        seq, t = self._next(), int(time.time())
-        lat, lon = -22100000 + self.index * 2000 + step * 30, 1139150000 + step * 40
-        record = POS.pack(0x50, self.boot, seq, t, lat, lon, 1200, (step * 700) % 36000, 9, 9, t)
-        self.client.publish(f"siaga/{self.unit_id}/pos", record, qos=1)
-
-    def press(self, key):
-        seq, t = self._next(), int(time.time())
-        body = {"_type": "status", "boot": self.boot, "seq": seq, "t": t, "sent": t, "key": key}
-        self.client.publish(f"siaga/{self.unit_id}/status", json.dumps(body), qos=1)
-        self.pressed.append((self.boot, seq, key))
-
-    def close(self):
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 class Recorder:
@@ -162,17 +119,8 @@ def leader_of(gws, timeout=20):
 
 
 @pytest.fixture
-def pair(broker, database_url, tmp_path):
-    client_id = f"siaga-load-{next(_runs)}-{time.monotonic_ns() % 10**6}"
-    gws = [
-        GatewayProcess(tmp_path / name, broker.port, client_id=client_id, database_url=database_url)
-        for name in ("a", "b")
-    ]
-    for gw in gws:
-        gw.start()
-    yield gws
-    for gw in gws:
-        gw.stop()
+def pair(gateway_pair):
+    return gateway_pair
 
 
 def replay(messages, units, folder):
@@ -201,68 +149,6 @@ def comparable(view):
     return out
 
 
-class Load:
-    """The run's units and what they send: positions every second from the paho units,
-    PRESSES presses spread over LOAD_S, one unit after the other (4 s apart per unit)."""
-
-    def __init__(self, ids, virtual, paho):
-        self.ids, self.virtual, self.paho = ids, virtual, paho
-        self.pressed_virtual = {u: [] for u in virtual}
-        self.stop = threading.Event()
-        self.started = time.monotonic()
-        self.threads = [threading.Thread(target=f, daemon=True) for f in (self._positions, self._presses)]
-        for t in self.threads:
-            t.start()
-
-    def _positions(self):
-        for step in itertools.count():
-            for unit in self.paho.values():
-                unit.position(step)
-            if self.stop.wait(max(0.0, self.started + step + 1 - time.monotonic())):
-                return
-
-    def _presses(self):
-        for i in range(PRESSES):
-            if self.stop.wait(max(0.0, self.started + i * LOAD_S / PRESSES - time.monotonic())):
-                return
-            unit_id = self.ids[i % UNITS]
-            key = KEYS[(i // UNITS + i) % len(KEYS)]
-            if unit_id in self.virtual:  # a crew's finger on the panel: 0.25 s
-                threading.Thread(target=self.virtual[unit_id].press, args=(key,)).start()
-                self.pressed_virtual[unit_id].append(key)
-            else:
-                self.paho[unit_id].press(key)
-
-    def at(self, s):
-        time.sleep(max(0.0, self.started + s - time.monotonic()))
-
-    def finish(self):
-        self.threads[1].join(LOAD_S + 10)
-        self.stop.set()
-        self.threads[0].join(5)
-
-    def pressed(self, unit_id):
-        return (
-            len(self.pressed_virtual[unit_id]) if unit_id in self.virtual else len(self.paho[unit_id].pressed)
-        )
-
-
-def stored(gw, unit_id):
-    """The unit's crew presses as the gateway's API has them."""
-    rows = gw.get(f"/api/v1/units/{unit_id}/statuses?limit=1000")[1]
-    return [r for r in rows if r["source"] == "crew"]
-
-
-def assert_each_press_stored_once(gw, load):
-    for unit_id, unit in load.paho.items():  # by (boot, seq): none lost, none twice
-        rows = stored(gw, unit_id)
-        assert sorted((r["boot"], r["seq"], r["key"]) for r in rows) == sorted(unit.pressed), unit_id
-    for unit_id, keys in load.pressed_virtual.items():  # the firmware numbers them: count and order
-        rows = sorted(stored(gw, unit_id), key=lambda r: (r["boot"], r["seq"]))
-        assert [r["key"] for r in rows] == keys, unit_id
-        assert len({(r["boot"], r["seq"]) for r in rows}) == len(rows)
-
-
 def test_the_leader_killed_three_times_under_load_loses_and_changes_nothing(pair, broker, vunits, tmp_path):
     run = next(_runs)
     ids = [f"ld{run}-{i:02d}" for i in range(UNITS)]
@@ -271,14 +157,14 @@ def test_the_leader_killed_three_times_under_load_loses_and_changes_nothing(pair
     leader = leader_of(pair)
     recorder = Recorder(broker.port, f"{run}-{time.monotonic_ns()}")
     virtual = {u: vunits(u) for u in ids[:VIRTUAL]}
-    paho = {u: PahoUnit(broker.port, u, i) for i, u in enumerate(ids[VIRTUAL:], VIRTUAL)}
+    paho = {u: PahoUnit([("127.0.0.1", broker.port)], u, i) for i, u in enumerate(ids[VIRTUAL:], VIRTUAL)}
     for unit in paho.values():
         unit.birth()
     online = lambda: all(pair[0].unit(u)["link"] == "online" for u in virtual)  # noqa: E731
     wait_until(online, 30, 0.2, "the virtual units' births")
     dispatcher = Dispatcher()
     dispatcher.follow(next(gw for gw in pair if gw is not leader))  # on the standby
-    load = Load(ids, virtual, paho)
+    load = Load(ids, virtual, paho, PRESSES, LOAD_S)
     elected = []
     try:
         for at in KILLS_AT:
