@@ -1,9 +1,9 @@
 """The technician's commands: `siaga provision` turns a board into a unit; `siaga unit
 move|rotate|decommission|enable UNIT_ID` manage its identity and broker credentials.
 
-The broker's admin password is read from the secure broker's data folder
-(`--broker-data`, or $SIAGA_BROKER_DATA, default $SIAGA_DATA_DIR/broker, i.e. var/broker),
-the API token from $SIAGA_TOKEN (or `siaga --token`); neither is ever a flag of its own."""
+The broker's admin password is read from the secure broker's data folder, Mosquitto's or
+the NATS cluster's (`--broker-data`, or $SIAGA_BROKER_DATA, default $SIAGA_DATA_DIR/broker,
+i.e. var/broker), the API token from $SIAGA_TOKEN (or `siaga --token`); neither is ever a flag of its own."""
 
 import csv
 import os
@@ -151,7 +151,10 @@ def _common(p):
         "--board", default=BOARDS[0], choices=BOARDS, help=f"the board's build (default {BOARDS[0]})"
     )
     gateway_cli.add_api_flags(p)
-    p.add_argument("--broker-data", help="the secure broker's data folder [default $SIAGA_DATA_DIR/broker]")
+    p.add_argument(
+        "--broker-data",
+        help="the broker's data folder, Mosquitto's or the NATS cluster's [default $SIAGA_DATA_DIR/broker]",
+    )
     p.add_argument(
         "--broker-host",
         help="the broker's address as the units reach it; a cluster's nodes comma-separated, "
@@ -191,9 +194,10 @@ def add_commands(sub, virtual_panel=None):
 
 
 def _admin(args):
-    from .broker_admin import BrokerAdmin
+    """The admin of the broker in the data folder: Mosquitto's or the NATS cluster's."""
+    from .broker_admin import open_admin
 
-    return BrokerAdmin.from_data_dir(_broker_data(args))
+    return open_admin(_broker_data(args))
 
 
 def cmd_rotate(args):
@@ -302,7 +306,10 @@ def add_unit_commands(usub, virtual_panel=None):
     ):
         c = usub.add_parser(name, help=helptext)
         c.add_argument("unit_id")
-        c.add_argument("--broker-data", help="the secure broker's data folder [env SIAGA_BROKER_DATA]")
+        c.add_argument(
+            "--broker-data",
+            help="the broker's data folder, Mosquitto's or the NATS cluster's [env SIAGA_BROKER_DATA]",
+        )
         gateway_cli.add_api_flags(c)
         c.set_defaults(func=func)
 

@@ -123,10 +123,27 @@ class NatsCluster:
 
         return GATEWAY, read_secret(self.gateway_password_path), str(self.ca.ca_cert)
 
+    def mqtt_list(self):
+        """Every node's MQTT listener as the gateway's `mqtt` setting: "h1:p1,h2:p2,h3:p3"."""
+        return ",".join(f"{host}:{port}" for host, port in self.mqtt_addresses())
+
     def gateway_flags(self):
-        """`siaga gateway` flags for this broker (gateway.toml: user, password file, CA;
-        the address is the first node's until the gateway takes a list)."""
-        return ["--config", str(self.gateway_config_path)]
+        """`siaga gateway` flags for this broker: gateway.toml (user, password file, CA,
+        and `mqtt`, every node) and `--mqtt` with every node again, since a launcher's own
+        `--mqtt` (GatewayProcess passes one) would win over the file's."""
+        return ["--config", str(self.gateway_config_path), "--mqtt", self.mqtt_list()]
+
+    def node_of(self, client_id):
+        """The index of the running node an MQTT client id is connected to (its
+        monitoring /connz), or None."""
+        for i in self.running():
+            try:
+                connz = monitoring(self.nodes[i]["http"], f"/connz?mqtt_client={client_id}")
+            except (OSError, ValueError):
+                continue
+            if connz.get("num_connections"):
+                return i
+        return None
 
     def admin(self, **kw):
         """The NatsAdmin of this cluster (units' credentials)."""
@@ -174,13 +191,14 @@ class NatsCluster:
         from .broker_admin import GATEWAY
 
         values = {
+            "mqtt": self.mqtt_list(),  # every node: the gateway moves to the next (issue 16)
             "mqtt_user": GATEWAY,
             "mqtt_password_file": self.gateway_password_path,
             "mqtt_ca": self.ca.ca_cert,
         }
         lines = [f"{k} = {json.dumps(str(v))}" for k, v in values.items()]
         self.gateway_config_path.write_text(
-            "# The gateway's login on the NATS cluster: siaga gateway --config THIS_FILE\n"
+            "# The gateway's login on the NATS cluster, every node: siaga gateway --config THIS_FILE\n"
             + "\n".join(lines)
             + "\n"
         )

@@ -33,7 +33,7 @@ from gateway.client import Client
 from gateway.errors import SiagaError
 
 from . import flash, image
-from .broker_admin import BrokerAdmin, BrokerAdminError, check_unit_id
+from .broker_admin import BrokerAdminError, check_unit_id, open_admin
 
 BOARDS = image.boards()  # the firmware's own list, and "virtual"
 DATA_FILES = ("settings.json", "config.good.json", "ob")  # another identity's, on a reused board
@@ -149,7 +149,7 @@ class Provisioner:
 
     def _admin(self):
         try:
-            return BrokerAdmin.from_data_dir(self.broker_data).connect()
+            return open_admin(self.broker_data).connect()  # Mosquitto's or the NATS cluster's
         except BrokerAdminError as e:
             raise ProvisionError(f"step 1: the broker: {e.message}; nothing was changed") from None
 
@@ -261,7 +261,7 @@ class Provisioner:
         self.step(3, f"broker: {what}")
 
     def _set_password(self, password):
-        self.admin.command({"command": "setClientPassword", "username": self.unit_id, "password": password})
+        self.admin.set_password(self.unit_id, password)
 
     def _copy(self, link, files):
         """Step 4: into the board's staging folder, verified there; the board still runs

@@ -370,3 +370,45 @@ def test_a_failed_replace_puts_the_old_password_back_and_the_unit_runs_on(
         timeout=30,
         what="the unit back online on its old files",
     )
+
+
+def test_a_board_becomes_a_unit_on_the_nats_cluster_and_the_unit_commands_reach_it(
+    nats_cluster, boards, tmp_path, capsys, unit_id
+):
+    """The same flow with the NATS cluster's data folder (open_admin picks its admin): the
+    unit gets its own login (and every node: tests/test_broker_list.py), its self-test's
+    press reaches a gateway on the cluster; a failed replace puts the old password back through set_password;
+    decommission and enable reach the cluster."""
+    gw = GatewayProcess(tmp_path / "gateway", nats_cluster.tls_port, extra=nats_cluster.gateway_flags())
+    gw.start()
+    common = ["--api", gw.url, "--broker-data", str(nats_cluster.data_dir), "--token", gw.token]
+
+    def run(*args):
+        rc = siaga([*args, *common])
+        out, err = capsys.readouterr()
+        print(out, err)
+        return rc, out, err
+
+    try:
+        board = boards(lfs_blocks=LFS_ONE_IMAGE)
+        provision = ("provision", unit_id, "--kind", "ambulance", "--board", "virtual", "--yes")
+        rc, out, err = run(*provision, "--port", board.port, "--panel", panel(board))
+        assert rc == 0 and "self-test: PASS" in out, err
+        assert [s["key"] for s in gw.get(f"/api/v1/units/{unit_id}/statuses")[1]] == [6]
+        with nats_cluster.admin() as admin:
+            assert admin.is_enabled(unit_id)
+            users = json.loads(admin.users_path.read_text())["units"]
+            hashed = users[unit_id]["hash"]
+            # no room for a second image: the replace fails and its undo sets the old password
+            rc, out, err = run(*provision, "--port", board.port, "--panel", panel(board), "--replace")
+            assert rc == 2 and "undone: the old password put back" in out, out + err
+            users = json.loads(admin.users_path.read_text())["units"]
+            assert users[unit_id]["hash"] != hashed  # a hash of the old password, made again
+            boot = gw.unit(unit_id)["device"]["boot"]
+            wait_until(
+                lambda: gw.unit(unit_id)["device"]["boot"] == boot + 1, 30, what="back on its old password"
+            )
+            assert run("unit", "decommission", unit_id)[0] == 0 and not admin.is_enabled(unit_id)
+            assert run("unit", "enable", unit_id)[0] == 0 and admin.is_enabled(unit_id)
+    finally:
+        gw.stop()
