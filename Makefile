@@ -5,7 +5,7 @@ STAMP   := $(VENV)/.installed
 PYTHON  ?= python3
 SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: demo demo-ha test lint bench chaos venv mosquitto postgresql chromium tilemaker clean
+.PHONY: demo demo-ha test lint bench chaos chaos-nats venv mosquitto nats-server postgresql chromium tilemaker clean
 
 demo: venv mosquitto tilemaker
 	exec $(BIN)/siaga demo
@@ -14,11 +14,17 @@ demo: venv mosquitto tilemaker
 demo-ha: venv mosquitto postgresql tilemaker
 	exec $(BIN)/siaga demo-ha
 
-test: venv mosquitto postgresql chromium tilemaker
+test: venv mosquitto nats-server postgresql chromium tilemaker
 	$(BIN)/pytest
 
 chaos: venv mosquitto
 	$(BIN)/python -m simulators.chaos --presses 200 --outage 20,120
+
+# The same against the 3-node NATS cluster (docs/brokers.md): the broker's faults stop or
+# kill the node the unit or the gateway is on. A target of its own: it needs nats-server,
+# not Mosquitto, and says so (python -m simulators.chaos --broker nats is the same run).
+chaos-nats: venv nats-server
+	$(BIN)/python -m simulators.chaos --broker nats --presses 200 --outage 20,120
 
 bench: venv mosquitto postgresql chromium tilemaker
 	$(BIN)/python -m bench
@@ -68,6 +74,12 @@ mosquitto:
 	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
 		echo "Mosquitto is missing; installing it from Debian's packages (apt-get install mosquitto)"; \
 		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto; }
+
+# nats-server, the clustered broker (Debian's, 2.9.10: docs/brokers.md), when it is missing.
+nats-server:
+	@command -v nats-server >/dev/null 2>&1 || test -x /usr/sbin/nats-server || { \
+		echo "nats-server is missing; installing it from Debian's packages (apt-get install nats-server)"; \
+		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nats-server; }
 
 # PostgreSQL's server binaries (initdb, pg_ctl), for the servers the tests and the bench start
 # in folders of their own (provisioning/postgres.py), from Debian's packages when missing.

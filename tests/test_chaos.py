@@ -16,3 +16,26 @@ def test_every_press_arrives_exactly_once_through_faults(tmp_path):
     assert all(n >= 1 for n in report.faults.values()), report.faults
     assert report.lost == [] and report.duplicated == 0 and report.out_of_order == 0
     assert report.wrong_time == 0 and report.stored == report.pressed
+
+
+def test_every_press_arrives_exactly_once_through_faults_on_the_nats_cluster(tmp_path):
+    """The same on the 3-node NATS cluster, the unit and the gateway given every node:
+    the broker's faults are a node's (stopped or killed: the unit's, then the gateway's)."""
+    chaos = Chaos(tmp_path, presses=18, seed=5, outage_s=(2, 4), broker="nats").start()
+    try:
+        report = chaos.run(fault_every=2)
+    finally:
+        chaos.stop()
+    print("chaos (nats):", report.line())
+    assert report.pressed >= 14
+    assert set(report.faults) == {
+        "node_stop",
+        "node_crash",
+        "link_silent",
+        "power_cut",
+        "gateway_crash",
+        "link_cut",
+    }
+    assert all(n >= 1 for n in report.faults.values()), report.faults
+    assert report.lost == [] and report.duplicated == 0 and report.out_of_order == 0
+    assert report.wrong_time == 0 and report.stored == report.pressed
