@@ -1,11 +1,12 @@
 """Run every benchmark: `python -m bench [GROUP ...]` (groups: policy, unit, memory,
-nmea, gateway, ha, outbox, web, basemap, roads); with groups, the other figures in var/bench.json are kept."""
+nmea, gateway, ha, broker, outbox, web, basemap, roads); with groups, the other figures in
+var/bench.json are kept."""
 
 import json
 import sys
 from pathlib import Path
 
-from . import basemap, gateway, ha, memory, nmea_speed, outbox, policy, roads, unit, web
+from . import basemap, broker, gateway, ha, memory, nmea_speed, outbox, policy, roads, unit, web
 
 GROUPS = {
     "policy": policy.figures,
@@ -14,6 +15,7 @@ GROUPS = {
     "nmea": nmea_speed.figures,
     "gateway": gateway.figures,
     "ha": ha.figures,
+    "broker": broker.figures,
     "outbox": outbox.figures,
     "web": web.figures,
     "basemap": basemap.figures,

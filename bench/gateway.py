@@ -42,12 +42,21 @@ def client(port, client_id, clean=True):
     return c
 
 
-def publish_backlog(port, n, first_seq=1):
-    pub = client(port, f"bench-pub-{time.monotonic_ns()}")
-    pub.loop_start()
+def publish_backlog(port, n, first_seq=1, connect=None):
+    """`n` position reports of UNITS, in turn, QoS 1, each acknowledged by the broker.
+    One plain client publishes them all; with `connect` (unit id -> a connected paho
+    client: a secure broker, a login per unit) each unit publishes its own."""
+    if connect is None:
+        pub = client(port, f"bench-pub-{time.monotonic_ns()}")
+        pubs = dict.fromkeys(UNITS, pub)
+    else:
+        pubs = {u: connect(u) for u in UNITS}
+    for pub in set(pubs.values()):
+        pub.loop_start()
+    wait_until(lambda: all(p.is_connected() for p in pubs.values()), 30, 0.01, "the publishers' CONNACKs")
     t = int(time.time())
     infos = [
-        pub.publish(
+        pubs[UNITS[i % len(UNITS)]].publish(
             f"siaga/{UNITS[i % len(UNITS)]}/pos",
             position(i % len(UNITS), first_seq + i, t - 600 + i // 100),
             qos=1,
@@ -56,8 +65,10 @@ def publish_backlog(port, n, first_seq=1):
     ]
     for info in infos:
         info.wait_for_publish(60)
-    pub.loop_stop()
-    pub.disconnect()
+    for pub in set(pubs.values()):  # first all: each network thread then ends at once
+        pub.disconnect()
+    for pub in set(pubs.values()):
+        pub.loop_stop()
 
 
 def raw_paho_rate(port):
@@ -105,10 +116,12 @@ def holds_session(gw):
     return h.get("role") == "leader" and h["mqtt_session"] and h["mqtt_connected"]
 
 
-def gateway_rate(port, work, database_url=""):
+def gateway_rate(port, work, database_url="", extra=(), client_id=None, connect=None):
     """The gateway, stopped, leaves a backlog in its session; started, it drains it.
-    On PostgreSQL (`database_url`) it is alone on its database, so it leads at once."""
-    gw = GatewayProcess(work, port, database_url=database_url)
+    On PostgreSQL (`database_url`) it is alone on its database, so it leads at once.
+    `extra`: the gateway's broker flags (a login, a cluster's addresses); `client_id`:
+    its MQTT client id (default one of its own); `connect`: publish_backlog's."""
+    gw = GatewayProcess(work, port, client_id=client_id, database_url=database_url, extra=extra)
     gw.start()
     try:
         wait_until(lambda: holds_session(gw), 20, 0.05, "the gateway's MQTT session")
@@ -116,7 +129,7 @@ def gateway_rate(port, work, database_url=""):
             gw.register(u)
     finally:  # failed too: left running, it would take its share of every later backlog
         gw.stop()
-    publish_backlog(port, BACKLOG)
+    publish_backlog(port, BACKLOG, connect=connect)
     gw.start()
     samples = []
     while True:
