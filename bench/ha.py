@@ -214,13 +214,13 @@ def stream_lag(leader, standby, port):
         t = time.perf_counter()
         sent[round(presser.press()[1], 3)] = t
         time.sleep(PRESS_GAP_S)
-    wait_until(
-        lambda: all(len(w.seen) >= PRESSES * 0.95 for w in watches), 10, 0.1, "the presses on both streams"
-    )
+    last = max(sent)  # a stream carries the unit's state: presses committed together show as the last
+    wait_until(lambda: all(last in w.seen for w in watches), 30, 0.1, "the last press on both streams")
     presser.close()
     on_leader, on_standby = (w.seen for w in watches)
     both = [s for s in sent if s in on_leader and s in on_standby]
-    if len(both) < PRESSES * 0.95:
+    print(f"# stream: {len(both)} of {PRESSES} presses seen as events on both streams", file=sys.stderr)
+    if len(both) < PRESSES * 0.5:  # enough for a p99; fewer: something is wrong, not the load
         raise RuntimeError(f"only {len(both)} of {PRESSES} presses reached both streams")
     standby_ms = [(on_standby[s] - sent[s]) * 1000 for s in both]
     extra_ms = [(on_standby[s] - on_leader[s]) * 1000 for s in both]
