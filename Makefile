@@ -5,10 +5,14 @@ STAMP   := $(VENV)/.installed
 PYTHON  ?= python3
 SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: demo demo-ha test lint bench chaos chaos-nats venv mosquitto nats-server postgresql chromium tilemaker clean
+.PHONY: demo demo-nats demo-ha test lint bench chaos chaos-nats venv mosquitto nats-server postgresql chromium tilemaker clean
 
 demo: venv mosquitto tilemaker
 	exec $(BIN)/siaga demo
+
+# The demo on a 3-node NATS cluster instead of Mosquitto (docs/brokers.md).
+demo-nats: venv nats-server tilemaker
+	exec $(BIN)/siaga demo --broker nats
 
 # The demo with two gateways on one PostgreSQL (a temporary server, or SIAGA_DATABASE_URL's).
 demo-ha: venv mosquitto postgresql tilemaker
@@ -26,7 +30,7 @@ chaos: venv mosquitto
 chaos-nats: venv nats-server
 	$(BIN)/python -m simulators.chaos --broker nats --presses 200 --outage 20,120
 
-bench: venv mosquitto postgresql chromium tilemaker
+bench: venv mosquitto nats-server postgresql chromium tilemaker
 	$(BIN)/python -m bench
 
 lint: venv

@@ -113,7 +113,7 @@ def cmd_state(args):
 def cmd_demo(args):
     from .demo import run_demo
 
-    return run_demo()
+    return run_demo(args.broker)
 
 
 def cmd_demo_ha(args):
@@ -167,6 +167,12 @@ def add_commands(sub):
     s.set_defaults(func=cmd_state)
 
     d = sub.add_parser("demo", help="run broker, gateway and a virtual fleet until Ctrl-C")
+    d.add_argument(
+        "--broker",
+        choices=("mosquitto", "nats"),
+        default="mosquitto",
+        help="Mosquitto (one host, the default) or a 3-node NATS cluster (docs/brokers.md)",
+    )
     d.set_defaults(func=cmd_demo)
     h = sub.add_parser(
         "demo-ha", help="the demo with two gateways on one PostgreSQL: kill the leader, the standby leads"

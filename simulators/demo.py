@@ -19,6 +19,7 @@ from gateway.roads import RoadGraphError, read_graph
 from gateway.store_pg import redacted
 from provisioning.mapimport import import_map, sha256
 from provisioning.mosquitto import Mosquitto
+from provisioning.nats import NatsCluster
 from provisioning.processes import die_with_parent, free_port, port_is_free
 
 from .fleet import demo_specs
@@ -138,7 +139,7 @@ class Demo:
     Its ports are chosen first: MQTT, and `gateways` HTTP ports (SIAGA_HTTP_PORT, the
     next ones after it)."""
 
-    def __init__(self, title, gateways=1):
+    def __init__(self, title, gateways=1, broker="mosquitto"):
         die_with_parent(signal.SIGTERM)  # `make` killed: stop everything too
         self.data = config.data_dir().resolve()
         print(title)
@@ -148,6 +149,7 @@ class Demo:
             port_or_free(first + i, "HTTP", "the next gateway's") for i in range(1, gateways)
         ]
         self.done = threading.Event()
+        self.broker_kind = broker
         self.broker = self.fleet = self.roads = self.login = None
         self.gateways = []
         self.on_stop = []  # what else to stop, after the gateways (a database)
@@ -155,6 +157,11 @@ class Demo:
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.done.set())
+        if self.broker_kind == "nats":  # the clustered broker (docs/brokers.md): ports of its own
+            print("  starting the broker (a 3-node NATS cluster, MQTT over TLS from the project CA) ...")
+            self.broker = NatsCluster(self.data / "nats").start()
+            self.mqtt_port = self.broker.port
+            return self
         print(
             f"  starting the broker (Mosquitto, TLS from the project CA) on port {self.mqtt_port} ...",
             flush=True,
@@ -192,8 +199,13 @@ class Demo:
         """What runs and how to use it: the broker, `gateway_lines`, the map's login (on
         `api`), the roads, a token, the fleet and a few commands (with `try_env` set)."""
         data, login, gateway = self.data, self.login, self.gateways[0]
-        log = self.broker.data_dir / "mosquitto.log"
-        broker = f"Mosquitto, TLS on 127.0.0.1:{self.mqtt_port} (log {log})"
+        if self.broker_kind == "nats":
+            broker = (
+                f"NATS cluster, MQTT over TLS on {self.broker.mqtt_list()} (logs in {self.broker.data_dir})"
+            )
+        else:
+            log = self.broker.data_dir / "mosquitto.log"
+            broker = f"Mosquitto, TLS on 127.0.0.1:{self.mqtt_port} (log {log})"
         print(f"  broker    {broker}; each unit logs in as itself")
         for line in gateway_lines:
             print(line)
@@ -227,8 +239,8 @@ class Demo:
         print("stopped.")
 
 
-def run_demo():
-    with Demo("Siaga demo") as demo:
+def run_demo(broker="mosquitto"):
+    with Demo("Siaga demo", broker=broker) as demo:
         http_port = demo.http_ports[0]
         demo.prepare()
         print(f"  starting the gateway on port {http_port} ...", flush=True)

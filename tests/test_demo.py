@@ -113,3 +113,41 @@ def test_the_demo_keeps_its_password_and_leaves_no_old_token_valid(tmp_path, mon
         assert auth.token_principal(store.reader(), new).role == "supervisor"
     finally:
         store.db.conn.close()
+
+
+def test_the_demo_runs_on_a_nats_cluster_too(tmp_path):
+    """`make demo-nats`: the same fleet, provisioned with logins of their own on the
+    cluster, reporting through it; SIGTERM leaves no process behind."""
+    http = free_port()
+    env = dict(os.environ, SIAGA_DATA_DIR=str(tmp_path), SIAGA_HTTP_PORT=str(http))
+    env["SIAGA_DEMO_PASSWORD"] = "demo-sandi-112"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "siaga", "demo", "--broker", "nats"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    dispatcher = httpx.Client(base_url=f"http://127.0.0.1:{http}", timeout=2)
+    try:
+
+        def reporting():
+            try:
+                if "siaga_session" not in dispatcher.cookies:
+                    login = {"username": "dispatcher", "password": "demo-sandi-112"}
+                    dispatcher.post("/api/v1/login", json=login).raise_for_status()
+                us = dispatcher.get("/api/v1/units").raise_for_status().json()
+            except httpx.HTTPError:
+                return False
+            return len(us) == 6 and all(u["position"] and u["link"] == "online" for u in us)
+
+        wait_until(reporting, 90, 0.5, "six units online with positions, through the cluster")
+        users = json.loads((tmp_path / "nats" / "users.json").read_text())
+        assert {"amb-01", "dmk-01"} <= set(users["units"])  # each unit its own login on the cluster
+    finally:
+        demo.send_signal(signal.SIGTERM)
+        out, _ = demo.communicate(timeout=60)
+    assert demo.returncode == 0, out
+    assert "NATS cluster, MQTT over TLS on 127.0.0.1:" in out and "stopped." in out
+    assert processes_mentioning(str(tmp_path)) == []
