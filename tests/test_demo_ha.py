@@ -76,8 +76,12 @@ def test_demo_ha_fails_over_when_the_leader_is_killed(tmp_path):
         health = api.get(standby + "/api/v1/health").json()
         assert health["role"] == "standby" and health["leader"] == "siaga gw-" + leader.rsplit(":", 1)[1]
         assert health["database"]["kind"] == "postgresql" and health["notifications"]["listening"]
-        units = api.get(standby + "/api/v1/units").json()
-        assert len(units) == 6 and all(u["position"] for u in units)
+
+        def reporting():  # the last unit provisioned may not have sent its first fix yet
+            units = api.get(standby + "/api/v1/units").json()
+            return len(units) == 6 and all(u["position"] for u in units)
+
+        wait_until(reporting, 60, 0.5, "six units with positions, on the standby")
 
         def pressed(url, unit_id, after):  # the crew's press of key 3, as `url` stored it
             rows = api.get(f"{url}/api/v1/units/{unit_id}/statuses").json()
