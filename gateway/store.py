@@ -295,6 +295,7 @@ def _upsert_sql(table, columns, pk):
     return f'insert into "{table}" ({names})', f' on conflict ("{pk}") do update set {updates}'
 
 
+@functools.lru_cache(maxsize=16)
 def _insert_sql(table, columns, ignore=False):
     names = ", ".join(f'"{c}"' for c in columns)
     marks = ", ".join("?" * len(columns))
